@@ -1,0 +1,292 @@
+"""IPG-RetinaNet: a one-stage detector on an image-pyramid-guided ResNet-FPN."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from ipg_keras.backbones import BACKBONES, IPGResNet, build_backbone
+from ipg_keras.layers import FeaturePyramid, PredictionHead
+from ipg_keras.models.anchors import AnchorGenerator
+from ipg_keras.models.losses import giou_loss, sigmoid_focal_loss, smooth_l1_loss
+from ipg_keras.models.matching import match_anchors
+from ipg_keras.models.targets import global_positive_count, replica_count, unpack_targets
+from ipg_keras.ops.boxes import BoxCoder, clip_boxes
+from ipg_keras.ops.nms import batched_class_aware_nms
+
+BOX_LOSSES = ("smooth_l1", "giou")
+
+
+def check_images(images, multiple: int):
+    """Raises a clear error for images that are not `[B, H, W, 3]` or not divisible by `multiple`."""
+    shape = images.shape
+    if len(shape) != 4 or (shape[-1] is not None and shape[-1] != 3):
+        raise ValueError(
+            f"Images must be a batch [B, H, W, 3] of RGB values in 0..255; got shape {tuple(shape)}. "
+            "Add a batch axis with images[None] for a single image."
+        )
+    for size, axis in ((shape[1], "height"), (shape[2], "width")):
+        if size is not None and size % multiple:
+            raise ValueError(
+                f"Image {axis} {size} is not divisible by {multiple} (the stride of the coarsest FPN level). "
+                f"Resize or pad images to a multiple of {multiple}: ipg_keras.data.make_batches does it, and "
+                "model.predict pads automatically."
+            )
+
+
+@keras.saving.register_keras_serializable(package="ipg_keras")
+class IPGRetinaNet(keras.Model):
+    """RetinaNet (Lin et al. 2017) on an IPG-guided ResNet with FPN P3-P7.
+
+    `ipg=False` builds the same detector on the plain ResNet-FPN, the baseline.
+
+    Call (`model(images)`) returns the raw head outputs `{"box": [B, A, 4],
+    "cls": [B, A, num_classes]}` (logits); `compile()` + `fit()` train them
+    with focal and box losses against targets `{"boxes": [B, M, 4] xyxy pixels,
+    "classes": [B, M]}` padded with -1. `predict()` returns decoded detections
+    after class-aware NMS: `boxes` `[B, D, 4]` xyxy pixels, `scores` `[B, D]`,
+    `classes` `[B, D]` int32 (-1 = none), `num_detections` `[B]`.
+
+    Images are `[B, H, W, 3]` RGB floats in 0..255. `fit`/`call` need H and W
+    divisible by `2**max_level` (128 for P7) and raise a ValueError otherwise;
+    `predict` pads the bottom/right edge to the next multiple itself, which
+    leaves box coordinates unchanged.
+
+    Args:
+        num_classes: number of object classes (no background class).
+        backbone: `"resnet18" | "resnet34" | "resnet50" | "resnet101"` or an `IPGResNet`.
+        ipg: image pyramid guidance on (IPG-Net) or off (baseline).
+        backbone_weights: `None`, `"imagenet"` or a keras.applications weights file.
+        backbone_kwargs: further `IPGResNet` arguments (ipg_width, fusion, width_multiplier, ...).
+        min_level, max_level: FPN levels (3..7 in RetinaNet).
+        fpn_channels, head_width, head_depth, head_norm: FPN and head sizes.
+        anchor_size, anchor_scales, aspect_ratios: anchors (4 x stride, 3 scales, 3 ratios).
+        positive_iou, negative_iou: matching thresholds (0.5 / 0.4).
+        focal_alpha, focal_gamma: focal loss (0.25 / 2).
+        box_loss: `"smooth_l1"` (beta `smooth_l1_beta`) or `"giou"`.
+        box_loss_weight: weight of the box loss.
+        prior_probability: initial foreground probability of the class head.
+        pre_nms_topk, score_threshold, nms_iou_threshold, max_detections: inference.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        backbone: str | IPGResNet = "resnet50",
+        ipg: bool = True,
+        backbone_weights: str | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+        min_level: int = 3,
+        max_level: int = 7,
+        fpn_channels: int = 256,
+        head_width: int = 256,
+        head_depth: int = 4,
+        head_norm: str | None = None,
+        anchor_size: float = 4.0,
+        anchor_scales: Sequence[float] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
+        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+        positive_iou: float = 0.5,
+        negative_iou: float = 0.4,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        box_loss: str = "smooth_l1",
+        smooth_l1_beta: float = 0.11,
+        box_loss_weight: float = 1.0,
+        prior_probability: float = 0.01,
+        pre_nms_topk: int = 1000,
+        score_threshold: float = 0.05,
+        nms_iou_threshold: float = 0.5,
+        max_detections: int = 100,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}.")
+        self.num_classes = int(num_classes)
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        if isinstance(backbone, IPGResNet):
+            self.backbone = backbone
+        elif isinstance(backbone, str):
+            if backbone not in BACKBONES:
+                raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
+            self.backbone = build_backbone(
+                backbone, ipg=ipg, weights=backbone_weights, name="backbone", **self.backbone_kwargs
+            )
+        else:
+            raise TypeError(f"backbone must be a name or an IPGResNet, got {type(backbone).__name__}.")
+        self.backbone_name = backbone if isinstance(backbone, str) else None
+        self.ipg = self.backbone.ipg
+        self.min_level, self.max_level = int(min_level), int(max_level)
+        self.fpn = FeaturePyramid(min_level, max_level, fpn_channels, extra_levels="conv_c5", name="fpn")
+        self.anchor_generator = AnchorGenerator(min_level, max_level, anchor_size, anchor_scales, aspect_ratios)
+        num_anchors = self.anchor_generator.num_anchors_per_location
+        self.cls_head = PredictionHead(
+            self.num_classes, num_anchors, head_width, head_depth, prior_probability, head_norm, name="cls_head"
+        )
+        self.box_head = PredictionHead(4, num_anchors, head_width, head_depth, None, head_norm, name="box_head")
+        self.box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
+        self.cls_loss_tracker = keras.metrics.Mean(name="cls_loss")
+        self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
+        self._config = dict(
+            num_classes=self.num_classes,
+            ipg=self.ipg,
+            backbone_kwargs=self.backbone_kwargs,
+            min_level=self.min_level,
+            max_level=self.max_level,
+            fpn_channels=int(fpn_channels),
+            head_width=int(head_width),
+            head_depth=int(head_depth),
+            head_norm=head_norm,
+            anchor_size=float(anchor_size),
+            anchor_scales=[float(s) for s in anchor_scales],
+            aspect_ratios=[float(r) for r in aspect_ratios],
+            positive_iou=float(positive_iou),
+            negative_iou=float(negative_iou),
+            focal_alpha=float(focal_alpha),
+            focal_gamma=float(focal_gamma),
+            box_loss=box_loss,
+            smooth_l1_beta=float(smooth_l1_beta),
+            box_loss_weight=float(box_loss_weight),
+            prior_probability=float(prior_probability),
+            pre_nms_topk=int(pre_nms_topk),
+            score_threshold=float(score_threshold),
+            nms_iou_threshold=float(nms_iou_threshold),
+            max_detections=int(max_detections),
+        )
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W of the network input must be multiples of this."""
+        return 2**self.max_level
+
+    # ------------------------------------------------------------------ forward
+    def call(self, images, training=None):
+        check_images(images, self.size_multiple)
+        features = self.backbone(images, training=training)
+        pyramid = self.fpn(features)
+        levels = [pyramid[f"P{l}"] for l in range(self.min_level, self.max_level + 1)]
+        return {
+            "box": ops.cast(self.box_head(levels), "float32"),
+            "cls": ops.cast(self.cls_head(levels), "float32"),
+        }
+
+    def anchors_for(self, images):
+        shape = ops.shape(images)
+        return self.anchor_generator(shape[1], shape[2])
+
+    # --------------------------------------------------------------------- loss
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        gt_boxes, gt_classes, gt_valid = unpack_targets(y, self.num_classes)
+        cfg = self._config
+        anchors = self.anchors_for(x)
+        matched, _ = match_anchors(anchors, gt_boxes, gt_valid, cfg["positive_iou"], cfg["negative_iou"])
+        positive = matched >= 0
+        trained = positive | (matched == -1)  # positives and background; "ignore" is not trained
+        index = ops.maximum(matched, 0)
+        target_boxes = ops.take_along_axis(gt_boxes, ops.expand_dims(index, -1), axis=1)
+        target_classes = ops.take_along_axis(gt_classes, index, axis=1)
+        num_positive = global_positive_count(ops.sum(ops.cast(positive, "float32")))
+
+        labels = ops.one_hot(target_classes, self.num_classes) * ops.expand_dims(ops.cast(positive, "float32"), -1)
+        cls = sigmoid_focal_loss(labels, y_pred["cls"], cfg["focal_alpha"], cfg["focal_gamma"])
+        cls_loss = ops.sum(cls * ops.expand_dims(ops.cast(trained, "float32"), -1)) / num_positive
+
+        pos_weight = ops.cast(positive, "float32")
+        if cfg["box_loss"] == "giou":
+            predicted = self.box_coder.decode(y_pred["box"], anchors)
+            per_anchor = giou_loss(target_boxes, predicted)
+        else:
+            encoded = self.box_coder.encode(target_boxes, anchors)
+            per_anchor = ops.sum(smooth_l1_loss(encoded, y_pred["box"], cfg["smooth_l1_beta"]), axis=-1)
+        box_loss = ops.sum(per_anchor * pos_weight) / num_positive
+
+        # Trackers show the global-batch value, as Keras' own loss tracker does.
+        replicas = float(replica_count())
+        self.cls_loss_tracker.update_state(cls_loss * replicas)
+        self.box_loss_tracker.update_state(box_loss * replicas)
+        total = cls_loss + cfg["box_loss_weight"] * box_loss
+        if self.losses:
+            total = total + ops.sum(self.losses) / replicas
+        return total
+
+    # ---------------------------------------------------------------- inference
+    def decode_predictions(self, raw, images):
+        """Raw head outputs -> padded detections after top-k, decoding and class-aware NMS."""
+        cfg = self._config
+        shape = ops.shape(images)
+        height, width = shape[1], shape[2]
+        cls_logits, box_deltas = raw["cls"], raw["box"]
+        boxes_all, scores_all, classes_all = [], [], []
+        start = 0
+        for level in range(self.min_level, self.max_level + 1):
+            anchors = self.anchor_generator.level_anchors(level, height, width)
+            count = ops.shape(anchors)[0]
+            logits = cls_logits[:, start : start + count, :]
+            deltas = box_deltas[:, start : start + count, :]
+            start = start + count
+            # Top-k over (anchor, class) pairs per level, as torchvision does.
+            scores = ops.reshape(ops.sigmoid(logits), (ops.shape(logits)[0], -1))
+            k = ops.minimum(cfg["pre_nms_topk"], ops.shape(scores)[1])
+            top_scores, top_index = tf.math.top_k(scores, k=k)
+            anchor_index = top_index // self.num_classes
+            classes = top_index % self.num_classes
+            top_deltas = ops.take_along_axis(deltas, ops.expand_dims(anchor_index, -1), axis=1)
+            top_anchors = ops.take(anchors, anchor_index, axis=0)
+            boxes = self.box_coder.decode(top_deltas, top_anchors)
+            boxes_all.append(boxes)
+            scores_all.append(top_scores)
+            classes_all.append(classes)
+        boxes = clip_boxes(ops.concatenate(boxes_all, 1), ops.cast(height, "float32"), ops.cast(width, "float32"))
+        return batched_class_aware_nms(
+            boxes,
+            ops.concatenate(scores_all, 1),
+            ops.concatenate(classes_all, 1),
+            max_detections=cfg["max_detections"],
+            iou_threshold=cfg["nms_iou_threshold"],
+            score_threshold=cfg["score_threshold"],
+        )
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        if isinstance(images, dict):
+            images = images["images"]
+        return self.detect(images)
+
+    def detect(self, images):
+        """Detections for a batch of images of any size (padded here to `size_multiple`)."""
+        images = ops.convert_to_tensor(images, "float32")
+        if len(images.shape) != 4:
+            check_images(images, self.size_multiple)
+        shape = ops.shape(images)
+        m = self.size_multiple
+        pad_h = (m - shape[1] % m) % m
+        pad_w = (m - shape[2] % m) % m
+        padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        padded = tf.ensure_shape(padded, [None, None, None, 3])
+        raw = self(padded, training=False)
+        detections = self.decode_predictions(raw, padded)
+        detections["boxes"] = clip_boxes(
+            detections["boxes"], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+        )
+        return detections
+
+    # ------------------------------------------------------------ serialization
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable, **self._config}
+        if self.backbone_name is not None:
+            config["backbone"] = self.backbone_name
+        else:
+            config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("backbone"), dict):
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)

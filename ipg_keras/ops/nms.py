@@ -1,0 +1,73 @@
+"""Class-aware non-maximum suppression over a batch (TensorFlow: only TF has NMS)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def _nms_one_image(boxes, scores, classes, max_detections, iou_threshold, score_threshold):
+    # Class-aware NMS as one class-agnostic NMS: shifting every class's boxes
+    # into a disjoint region makes cross-class IoU zero (torchvision's
+    # batched_nms trick). One NMS over K boxes is far cheaper than C of them,
+    # and NonMaxSuppressionV5 is a TFLite builtin, so export can reuse this.
+    offset = tf.cast(classes, boxes.dtype) * (tf.reduce_max(boxes) + 1.0)
+    shifted = boxes + offset[:, None]
+    # NMS wants (y1, x1, y2, x2); IoU is symmetric, so xyxy works unchanged.
+    indices, _, valid = tf.raw_ops.NonMaxSuppressionV5(
+        boxes=shifted,
+        scores=scores,
+        max_output_size=max_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        soft_nms_sigma=0.0,
+        pad_to_max_output_size=True,
+    )
+    keep = tf.range(max_detections) < valid
+    out_boxes = tf.where(keep[:, None], tf.gather(boxes, indices), 0.0)
+    out_scores = tf.where(keep, tf.gather(scores, indices), 0.0)
+    out_classes = tf.where(keep, tf.gather(classes, indices), -1)
+    return out_boxes, out_scores, out_classes, valid
+
+
+def batched_class_aware_nms(
+    boxes,
+    scores,
+    classes,
+    max_detections: int = 100,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.05,
+):
+    """Per-image, per-class NMS with padded outputs.
+
+    Args:
+        boxes: `[B, K, 4]` xyxy candidate boxes.
+        scores: `[B, K]` candidate scores.
+        classes: `[B, K]` int candidate classes.
+    Returns:
+        dict of `boxes` `[B, D, 4]`, `scores` `[B, D]`, `classes` `[B, D]` int32
+        (-1 past the valid ones), `num_detections` `[B]` int32, with
+        `D = max_detections`, sorted by descending score.
+    """
+    boxes = tf.cast(boxes, tf.float32)
+    scores = tf.cast(scores, tf.float32)
+    classes = tf.cast(classes, tf.int32)
+
+    def fn(args):
+        return _nms_one_image(*args, max_detections, iou_threshold, score_threshold)
+
+    out_boxes, out_scores, out_classes, valid = tf.map_fn(
+        fn,
+        (boxes, scores, classes),
+        fn_output_signature=(
+            tf.TensorSpec([max_detections, 4], tf.float32),
+            tf.TensorSpec([max_detections], tf.float32),
+            tf.TensorSpec([max_detections], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ),
+    )
+    return {
+        "boxes": out_boxes,
+        "scores": out_scores,
+        "classes": out_classes,
+        "num_detections": valid,
+    }

@@ -1,0 +1,267 @@
+"""Experiment configs: one dataclass tree per experiment, loaded from YAML.
+
+In the style of TF Model Garden's vision configs: every experiment is one
+YAML file under `training/configs/`, any value can be overridden on the
+command line with `--set section.key=value`, and an unknown or ill-typed key
+is an error that names the key and lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+@dataclass
+class ModelConfig:
+    type: str = "retinanet"  # retinanet | faster_rcnn
+    num_classes: int | None = None  # None: taken from the dataset
+    backbone: str = "resnet50"
+    ipg: bool = True
+    backbone_weights: str | None = None  # None | imagenet | path
+    width_multiplier: float = 1.0
+    ipg_width: int = 64
+    ipg_depth: int = 1
+    ipg_out_ratio: float = 0.25
+    ipg_levels: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
+    fusion: str = "concat"
+    pyramid_method: str = "area"
+    min_level: int = 3
+    max_level: int = 7
+    fpn_channels: int = 256
+    head_width: int = 256
+    head_depth: int = 4
+    head_norm: str | None = None
+    anchor_size: float = 4.0
+    box_loss: str = "smooth_l1"
+    box_loss_weight: float = 1.0
+    score_threshold: float = 0.05
+    nms_iou_threshold: float = 0.5
+    max_detections: int = 100
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"  # synthetic | tfds | coco_json | pascal_voc
+    image_size: int = 512
+    # synthetic
+    num_train_images: int | None = None
+    num_val_images: int | None = None
+    min_object_size: float = 6.0
+    max_object_size: float = 64.0
+    max_objects: int = 12
+    # tfds
+    tfds_name: str | None = None
+    tfds_data_dir: str | None = None
+    train_split: str = "train"
+    val_split: str = "validation"
+    # coco_json / pascal_voc
+    train_annotations: str | None = None
+    train_images: str | None = None
+    val_annotations: str | None = None
+    val_images: str | None = None
+    class_names: list[str] | None = None
+    # large images
+    tile_size: int | None = None
+    tile_overlap: float = 0.25
+    min_visible: float = 0.5
+    # pipeline
+    augment: bool = True
+    shuffle_buffer: int = 1024
+    cache: bool = False
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    steps_per_epoch: int | None = None
+    batch_size: int = 16  # global, over all replicas
+    optimizer: str = "sgd"  # sgd | adam | adamw
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "step"  # step | cosine | constant
+    warmup_steps: int = 500
+    decay_epochs: list[int] = field(default_factory=lambda: [8, 11])
+    decay_rate: float = 0.1
+    clipnorm: float | None = None
+    seed: int = 0
+    strategy: str = "default"  # default | mirrored | multi_worker | tpu
+    mixed_precision: str | None = None  # None | mixed_float16 | mixed_bfloat16
+    jit_compile: bool = False
+    checkpoint_every_steps: int | None = None
+    max_minutes: float | None = None  # stop training cleanly after this wall time
+    verbose: int = 1
+
+
+@dataclass
+class EvalConfig:
+    every_n_epochs: int = 0  # 0: only at the end
+    max_images: int | None = None
+    batch_size: int = 8
+    num_visualized: int = 8
+
+
+@dataclass
+class ExportConfig:
+    saved_model: bool = True
+    tflite: list[str] = field(default_factory=list)  # float32 | float16 | dynamic_int8 | int8
+    directory: str = "saved_models"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp, key: str) -> Any:
+    """Checks `value` against the annotation `tp`, converting ints to floats where a float is expected."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(f"Config key {key!r}: {value!r} is not a {_type_name(tp)}.")
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"Config key {key!r}: expected a list, got {value!r}.")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"Config key {key!r}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}).")
+
+
+def _merge(instance, updates: dict, prefix: str = "") -> None:
+    if not isinstance(updates, dict):
+        raise ConfigError(f"Config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {updates!r}.")
+    hints = typing.get_type_hints(type(instance))
+    names = [f.name for f in dataclasses.fields(instance)]
+    for key, value in updates.items():
+        if key not in names:
+            raise ConfigError(
+                f"Unknown config key {prefix + str(key)!r}. Valid keys here: {', '.join(names)}."
+            )
+        current = getattr(instance, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{prefix}{key}.")
+        else:
+            setattr(instance, key, _coerce(value, hints[key], prefix + key))
+
+
+def parse_override(text: str) -> dict:
+    """`"train.epochs=3"` -> `{"train": {"epochs": 3}}`; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"Override {text!r} must look like section.key=value (e.g. train.epochs=3).")
+    path, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out: dict = {}
+    node = out
+    keys = path.strip().split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    return out
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path, or the name of a file in `training/configs/` (with or without `.yaml`)."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / f"{path.name}.yaml"):
+        if candidate.exists():
+            return candidate
+    available = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"Config {str(name_or_path)!r} not found. Give a YAML path or one of: {available}.")
+
+
+def load_config(name_or_path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Loads a YAML experiment config (or the defaults) and applies `key=value` overrides."""
+    config = ExperimentConfig()
+    if name_or_path is not None:
+        path = resolve_config_path(name_or_path)
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        try:
+            _merge(config, data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
+    for text in overrides or []:
+        _merge(config, parse_override(text))
+    validate(config)
+    return config
+
+
+def validate(config: ExperimentConfig) -> None:
+    """Checks values that types alone do not catch, naming the key."""
+    choices = {
+        "model.type": (config.model.type, ("retinanet", "faster_rcnn")),
+        "model.backbone": (config.model.backbone, ("resnet18", "resnet34", "resnet50", "resnet101")),
+        "data.source": (config.data.source, ("synthetic", "tfds", "coco_json", "pascal_voc")),
+        "train.optimizer": (config.train.optimizer, ("sgd", "adam", "adamw")),
+        "train.schedule": (config.train.schedule, ("step", "cosine", "constant")),
+        "train.strategy": (config.train.strategy, ("default", "mirrored", "multi_worker", "tpu")),
+        "train.mixed_precision": (config.train.mixed_precision, (None, "mixed_float16", "mixed_bfloat16")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"Config key {key!r}: {value!r} is not one of {list(allowed)}.")
+    for prec in config.export.tflite:
+        if prec not in ("float32", "float16", "dynamic_int8", "int8"):
+            raise ConfigError(f"Config key 'export.tflite': {prec!r} is not float32|float16|dynamic_int8|int8.")
+    multiple = 2**config.model.max_level
+    if config.data.image_size % multiple:
+        raise ConfigError(
+            f"Config key 'data.image_size': {config.data.image_size} must be a multiple of {multiple} "
+            f"(2**model.max_level)."
+        )
+    if config.train.batch_size < 1 or config.train.epochs < 1:
+        raise ConfigError("Config keys 'train.batch_size' and 'train.epochs' must be >= 1.")
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
