@@ -1,0 +1,57 @@
+"""Datasets for IPG-Net detectors: loaders, tiling, augmentation, batching.
+
+Every loader yields elements in the format of notes/conventions.md:
+{"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] xyxy pixels,
+"classes" [N] int32, optional flags}, "image_id" int64}.
+"""
+
+from ipg_keras.data.augment import (
+    AugmentConfig,
+    augment_element,
+    color_jitter,
+    random_crop,
+    random_flip,
+    resize_and_pad,
+    scale_jitter,
+)
+from ipg_keras.data.coco_json import CocoLabelMap, from_coco_json, load_coco_json
+from ipg_keras.data.pascal_voc import from_pascal_voc, load_pascal_voc, parse_voc_xml
+from ipg_keras.data.pipeline import make_batches, make_eval_batches, to_original_frame
+from ipg_keras.data.records import ImageRecord, ParsedDataset, records_to_dataset
+from ipg_keras.data.report import DataError, LoadReport
+from ipg_keras.data.tfds_loader import from_tfds
+from ipg_keras.data.tiling import TILE_ID_STRIDE, tile_dataset, tile_grid, tile_starts
+
+from ipg_keras.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
+from ipg_keras.data.synthetic import synthetic_dataset
+
+__all__ = [
+    "AugmentConfig",
+    "CocoLabelMap",
+    "DataError",
+    "ImageRecord",
+    "LoadReport",
+    "ParsedDataset",
+    "SYNTHETIC_CLASS_NAMES",
+    "TILE_ID_STRIDE",
+    "augment_element",
+    "color_jitter",
+    "from_coco_json",
+    "from_pascal_voc",
+    "from_tfds",
+    "load_coco_json",
+    "load_pascal_voc",
+    "make_batches",
+    "make_eval_batches",
+    "parse_voc_xml",
+    "random_crop",
+    "random_flip",
+    "records_to_dataset",
+    "resize_and_pad",
+    "scale_jitter",
+    "synthetic_dataset",
+    "tile_dataset",
+    "tile_grid",
+    "tile_starts",
+    "to_original_frame",
+]

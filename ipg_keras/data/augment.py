@@ -1,0 +1,274 @@
+"""Box-aware augmentation of single elements, deterministic from a per-element seed.
+
+Every op takes an element (conventions.md format) and a stateless seed
+(int [2] tensor) and returns an element; all per-box keys (classes, difficult,
+iscrowd, ...) follow their boxes. `make_batches` draws one seed per element
+from `tf.data.Dataset.random(seed)`, so a pipeline is reproducible from its
+seed even with parallel map, and differs between epochs.
+
+Which implementation and why:
+- Flips: keras core `keras.layers.RandomFlip(bounding_box_format="xyxy")`
+  (keras 3.15 moves boxes correctly). We call its `transform_images` /
+  `transform_bounding_boxes` with a flip decision drawn from our stateless
+  seed, because the layer's own `SeedGenerator` is a stateful variable: under a
+  parallel `tf.data` map the order of draws (hence the flips) would not be
+  reproducible. Keras calls the class key "labels"; we convert from/to "classes".
+- Scale jitter and random crop: tf-only ops. keras 3.15 `RandomCrop` moves
+  boxes wrongly (it subtracts the crop's y offset from x and its x offset from
+  y: a box at x=60, y=30 cropped at (x=52, y=13) comes out at x=47, y=0), and
+  `RandomZoom` zooms inside a canvas of the same size, which is not
+  RetinaNet's resize-to-random-scale-then-crop/pad; neither drops boxes by
+  visible fraction. keras-cv's `JitteredResize` does the right thing but is
+  unmaintained (keras-cv is superseded by keras-hub) and has the same stateful
+  seed problem.
+- Colour jitter: a tf-only colour matrix with stateless seeds (keras'
+  `RandomColorJitter` has the stateful-seed problem, and both it and
+  `tf.image.random_hue/saturation` go through HSV, ~10x slower on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ipg_keras.data.boxes import crop_boxes, filter_boxes, scale_boxes
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings (probabilities in 0..1).
+
+    horizontal_flip / vertical_flip: probability of each flip (vertical flips
+        suit aerial imagery, off by default).
+    scale_range: RetinaNet-style scale jitter: the image is resized so that its
+        long side is `r * image_size`, r ~ U(scale_range), then randomly
+        cropped / zero-padded to image_size x image_size. (1, 1) = no jitter.
+    crop_probability / crop_area_range / crop_aspect_range: random crop of the
+        input before scaling, covering a fraction of its area in crop_area_range
+        with aspect ratio (w/h, log-uniform) in crop_aspect_range.
+    brightness (max delta, fraction of 255), contrast, saturation (factor in
+        [1 - v, 1 + v]), hue (max delta, fraction of the hue circle): light
+        colour jitter; 0 disables each.
+    min_visible: a box cut by a crop is kept when at least this fraction of its
+        area stays in view.
+    """
+
+    horizontal_flip: float = 0.5
+    vertical_flip: float = 0.0
+    scale_range: tuple[float, float] = (0.8, 1.25)
+    crop_probability: float = 0.0
+    crop_area_range: tuple[float, float] = (0.3, 1.0)
+    crop_aspect_range: tuple[float, float] = (0.5, 2.0)
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+    min_visible: float = 0.3
+
+    def __post_init__(self):
+        for name in ("horizontal_flip", "vertical_flip", "crop_probability", "min_visible"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {v}")
+        lo, hi = self.scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"AugmentConfig.scale_range must be 0 < low <= high, got {self.scale_range}")
+        lo, hi = self.crop_area_range
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"AugmentConfig.crop_area_range must be 0 < low <= high <= 1, got {self.crop_area_range}")
+        if not 0 <= self.hue <= 0.5:
+            raise ValueError(f"AugmentConfig.hue must be in [0, 0.5], got {self.hue}")
+
+
+@functools.lru_cache(maxsize=None)
+def _flip_layer(mode: str) -> keras.layers.RandomFlip:
+    # Built eagerly even when first needed inside a tf.data trace (it owns a variable).
+    with tf.init_scope():
+        return keras.layers.RandomFlip(mode, bounding_box_format="xyxy")
+
+
+def _resize(image: tf.Tensor, size: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """Bilinear resize; anti-aliased only when shrinking (the anti-aliased kernel is
+    several times slower on CPU and changes nothing when enlarging)."""
+    return tf.cond(
+        scale < 1.0,
+        lambda: tf.image.resize(image, size, method="bilinear", antialias=True),
+        lambda: tf.image.resize(image, size, method="bilinear"),
+    )
+
+
+def _seed(seed) -> tf.Tensor:
+    return tf.cast(tf.reshape(seed, [2]), tf.int64)
+
+
+def random_flip(element: dict, seed, probability: float = 0.5, mode: str = "horizontal") -> dict:
+    """Flip image and boxes with `probability`, via keras `RandomFlip` (mode "horizontal"/"vertical")."""
+    if mode not in ("horizontal", "vertical"):
+        raise ValueError(f"mode must be 'horizontal' or 'vertical', got {mode!r}")
+    layer = _flip_layer(mode)
+    image = tf.cast(element["images"], tf.float32)
+    do_flip = tf.random.stateless_uniform([], _seed(seed)) < probability
+    bb = dict(element["bounding_boxes"])
+    bb["boxes"] = tf.cast(bb["boxes"], tf.float32)
+
+    def flip():
+        # The layer's transformation for an unbatched image: flips [1, 1, 1] + input shape.
+        transformation = {"flips": tf.ones([1, 1, 1], tf.bool), "input_shape": tf.shape(image)}
+        kbb = dict(bb)
+        kbb["labels"] = kbb.pop("classes")
+        out_bb = dict(layer.transform_bounding_boxes(kbb, transformation, training=True))
+        out_bb["classes"] = tf.cast(out_bb.pop("labels"), tf.int32)
+        out_bb = {k: tf.cast(v, bb[k].dtype) for k, v in out_bb.items()}
+        return tf.cast(layer.transform_images(image, transformation, training=True), tf.float32), out_bb
+
+    # No flip: skip the layer (its relative-coordinate round trip would perturb boxes by ~1e-6).
+    new_image, new_bb = tf.cond(do_flip, flip, lambda: (image, bb))
+    # keras marks boxes clipped to zero area with label -1; drop them (none expected for valid input).
+    new_bb = filter_boxes(new_bb, new_bb["classes"] >= 0)
+    out = dict(element)
+    out["images"] = new_image
+    out["bounding_boxes"] = new_bb
+    return out
+
+
+def resize_and_pad(element: dict, image_size: int) -> tuple[dict, tf.Tensor]:
+    """Aspect-preserving resize to fit image_size, then zero-pad bottom/right to a square.
+
+    The image is resized by s = image_size / max(h, w) to [image_size,
+    image_size, 3]; boxes are scaled by s. Returns (element, s): original pixel
+    coordinates = coordinates / s (padding is bottom/right, so no offset).
+    """
+    image = element["images"]
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    s = tf.cast(image_size, tf.float32) / tf.reduce_max(shape)
+    new = tf.maximum(tf.cast(tf.round(shape * s), tf.int32), 1)
+    new = tf.minimum(new, image_size)
+    resized = _resize(image, new, s)
+    padded = tf.image.pad_to_bounding_box(resized, 0, 0, image_size, image_size)
+    out = dict(element)
+    out["images"] = tf.ensure_shape(padded, [image_size, image_size, 3])
+    bb = scale_boxes(element["bounding_boxes"], s, s)
+    out["bounding_boxes"] = crop_boxes(bb, 0, 0, new[1], new[0], 0.0)  # clip rounding spill-over
+    return out, s
+
+
+def scale_jitter(element: dict, seed, image_size: int, scale_range=(0.8, 1.25), min_visible: float = 0.3) -> dict:
+    """RetinaNet scale jitter: resize to a random scale, then random-crop / pad to image_size.
+
+    The long side becomes r * image_size, r ~ U(scale_range); a random
+    image_size x image_size window is cut when larger, zero padding (bottom /
+    right) fills it when smaller. Boxes are scaled, shifted, clipped, and
+    dropped when less than `min_visible` of them stays in view.
+    """
+    s1, s2, s3 = tf.unstack(tf.random.experimental.stateless_split(_seed(seed), 3))
+    image = element["images"]
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    r = tf.random.stateless_uniform([], s1, scale_range[0], scale_range[1])
+    s = r * image_size / tf.reduce_max(shape)
+    new = tf.maximum(tf.cast(tf.round(shape * s), tf.int32), 1)
+    resized = _resize(image, new, s)
+    sy = tf.cast(new[0], tf.float32) / shape[0]
+    sx = tf.cast(new[1], tf.float32) / shape[1]
+    max_off = tf.maximum(new - image_size, 0)
+    oy = tf.random.stateless_uniform([], s2, 0, max_off[0] + 1, dtype=tf.int32)
+    ox = tf.random.stateless_uniform([], s3, 0, max_off[1] + 1, dtype=tf.int32)
+    ch, cw = tf.minimum(new[0] - oy, image_size), tf.minimum(new[1] - ox, image_size)
+    crop = resized[oy:oy + ch, ox:ox + cw]
+    out = dict(element)
+    out["images"] = tf.ensure_shape(tf.image.pad_to_bounding_box(crop, 0, 0, image_size, image_size),
+                                    [image_size, image_size, 3])
+    bb = scale_boxes(element["bounding_boxes"], sx, sy)
+    out["bounding_boxes"] = crop_boxes(bb, ox, oy, cw, ch, min_visible)
+    return out
+
+
+def random_crop(element: dict, seed, area_range=(0.3, 1.0), aspect_range=(0.5, 2.0), min_visible: float = 0.3) -> dict:
+    """Cut a random window (area fraction in area_range, aspect w/h in aspect_range) out of the image.
+
+    Boxes are moved into the window's frame, clipped, and dropped when less
+    than `min_visible` of their area stays inside. Output size varies.
+    """
+    s1, s2, s3, s4 = tf.unstack(tf.random.experimental.stateless_split(_seed(seed), 4))
+    image = element["images"]
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    h, w = shape[0], shape[1]
+    area = tf.random.stateless_uniform([], s1, area_range[0], area_range[1])
+    log_ar = tf.random.stateless_uniform([], s2, tf.math.log(float(aspect_range[0])), tf.math.log(float(aspect_range[1])))
+    ar = tf.exp(log_ar)
+    # window w/h with cw*ch = area*w*h and cw/ch = ar * (w/h), capped by the image.
+    cw = tf.clip_by_value(tf.round(w * tf.sqrt(area * ar)), 1.0, w)
+    ch = tf.clip_by_value(tf.round(h * tf.sqrt(area / ar)), 1.0, h)
+    cw_i, ch_i = tf.cast(cw, tf.int32), tf.cast(ch, tf.int32)
+    ox = tf.random.stateless_uniform([], s3, 0, tf.cast(w, tf.int32) - cw_i + 1, dtype=tf.int32)
+    oy = tf.random.stateless_uniform([], s4, 0, tf.cast(h, tf.int32) - ch_i + 1, dtype=tf.int32)
+    out = dict(element)
+    out["images"] = image[oy:oy + ch_i, ox:ox + cw_i]
+    out["bounding_boxes"] = crop_boxes(element["bounding_boxes"], ox, oy, cw_i, ch_i, min_visible)
+    return out
+
+
+# RGB <-> YIQ: a hue shift is a rotation of the (I, Q) chroma plane.
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ).astype(np.float32)
+_LUMA = _RGB_TO_YIQ[0]
+
+
+def color_jitter(image: tf.Tensor, seed, brightness: float = 0.1, contrast: float = 0.1,
+                 saturation: float = 0.1, hue: float = 0.02) -> tf.Tensor:
+    """Light colour jitter of a float32 [H, W, 3] 0..255 image; boxes are unaffected.
+
+    brightness: add U(-b, b) * 255; contrast: scale around the mean by U(1-c, 1+c);
+    saturation: blend with the grey image by U(1-s, 1+s); hue: rotate the chroma
+    by U(-h, h) turns (in YIQ space). Saturation and hue are done as one 3x3
+    colour matrix instead of tf.image's HSV round trip, which costs ~10x more
+    on CPU for the same light jitter.
+    """
+    seeds = tf.unstack(tf.random.experimental.stateless_split(_seed(seed), 4))
+    x = tf.cast(image, tf.float32)
+    if saturation > 0 or hue > 0:
+        f = tf.random.stateless_uniform([], seeds[2], 1.0 - saturation, 1.0 + saturation)
+        theta = tf.random.stateless_uniform([], seeds[3], -hue, hue) * (2.0 * np.pi)
+        c, s = tf.cos(theta) * f, tf.sin(theta) * f
+        # In YIQ: keep Y, rotate (I, Q) by theta and scale it by f (f scales chroma = saturation).
+        yiq = tf.stack([tf.constant([1.0, 0.0, 0.0]), tf.stack([0.0, c, -s]), tf.stack([0.0, s, c])])
+        m = tf.constant(_YIQ_TO_RGB) @ yiq @ tf.constant(_RGB_TO_YIQ)
+        x = tf.reshape(tf.reshape(x, [-1, 3]) @ tf.transpose(m), tf.shape(x))
+    if contrast > 0:
+        f = tf.random.stateless_uniform([], seeds[1], 1.0 - contrast, 1.0 + contrast)
+        mean = tf.reduce_mean(tf.tensordot(x, tf.constant(_LUMA), axes=1))
+        x = (x - mean) * f + mean
+    if brightness > 0:
+        x = x + tf.random.stateless_uniform([], seeds[0], -brightness, brightness) * 255.0
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def augment_element(element: dict, seed, image_size: int, config: AugmentConfig = AugmentConfig()) -> dict:
+    """Full training augmentation: [random crop] -> scale jitter to image_size -> flips -> colour.
+
+    Output image is [image_size, image_size, 3]; boxes follow every step.
+    """
+    seeds = tf.unstack(tf.random.experimental.stateless_split(_seed(seed), 6))
+    el = element
+    if config.crop_probability > 0:
+        do_crop = tf.random.stateless_uniform([], seeds[0]) < config.crop_probability
+        cropped = random_crop(el, seeds[1], config.crop_area_range, config.crop_aspect_range, config.min_visible)
+        el = _cond_element(do_crop, cropped, el)
+    el = scale_jitter(el, seeds[2], image_size, config.scale_range, config.min_visible)
+    if config.horizontal_flip > 0:
+        el = random_flip(el, seeds[3], config.horizontal_flip, "horizontal")
+    if config.vertical_flip > 0:
+        el = random_flip(el, seeds[4], config.vertical_flip, "vertical")
+    if max(config.brightness, config.contrast, config.saturation, config.hue) > 0:
+        el = dict(el)
+        el["images"] = color_jitter(el["images"], seeds[5], config.brightness, config.contrast,
+                                    config.saturation, config.hue)
+    return el
+
+
+def _cond_element(pred, a: dict, b: dict) -> dict:
+    """Select element a or b (same structure, any shapes) by a scalar bool."""
+    return tf.cond(pred, lambda: a, lambda: b)

@@ -1,0 +1,288 @@
+"""Eagerly parsed annotations (`ImageRecord`, `ParsedDataset`) and the tf.data
+pipeline that decodes their images in parallel.
+
+File loaders (Pascal VOC, COCO JSON) parse every annotation in Python first:
+that is fast, and it lets every problem be reported with the file it comes
+from. Images are checked at load time too (PIL reads the header, by default
+also verifies the file), because a decoding error inside tf.data cannot name
+the file. Only then is a `tf.data.Dataset` built, which decodes in parallel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ipg_keras.data.report import DataError, LoadReport
+
+# Formats tf.io.decode_image reads; anything else PIL opens (TIFF, WebP, ...)
+# is decoded through tf.py_function.
+TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF"})
+VALIDATE_MODES = ("header", "verify", "decode")
+
+
+@dataclasses.dataclass
+class ImageRecord:
+    """One image and its boxes, parsed and validated.
+
+    boxes: float32 [N, 4] xyxy absolute pixels, inside the image, non-degenerate.
+    classes: int32 [N] contiguous class ids.
+    flags: name -> bool [N] (e.g. "difficult", "iscrowd").
+    """
+
+    image_path: str
+    image_id: int
+    width: int
+    height: int
+    boxes: np.ndarray
+    classes: np.ndarray
+    flags: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    annotation_path: str | None = None
+    image_format: str = "JPEG"
+
+
+def read_image_info(path: str | os.PathLike, validate: str = "verify") -> tuple[int, int, str]:
+    """(width, height, PIL format) of an image file, checked as `validate` says.
+
+    validate: "header" reads the header only; "verify" also runs PIL's integrity
+    check (catches truncated PNGs, bad chunks); "decode" decodes the whole image
+    (catches everything, slowest). Raises FileNotFoundError or OSError/ValueError.
+    """
+    if validate not in VALIDATE_MODES:
+        raise ValueError(f"validate={validate!r}; use one of {VALIDATE_MODES}")
+    with Image.open(path) as im:
+        size, fmt = im.size, (im.format or "")
+        if validate == "verify":
+            im.verify()
+        elif validate == "decode":
+            im.load()
+    return int(size[0]), int(size[1]), fmt
+
+
+def check_images(
+    paths: Sequence[str], validate: str, desc: str = "checking images"
+) -> list[tuple[int, int, str] | Exception]:
+    """`read_image_info` for many files on a thread pool; errors are returned, not raised."""
+
+    if validate not in VALIDATE_MODES:
+        raise ValueError(f"validate={validate!r}; use one of {VALIDATE_MODES}")
+
+    def one(p):
+        try:
+            return read_image_info(p, validate)
+        except Exception as e:  # noqa: BLE001 - every failure is reported by the caller
+            return e
+
+    workers = min(16, (os.cpu_count() or 2) * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(
+            tqdm(pool.map(one, paths), total=len(paths), desc=desc, disable=len(paths) < 200, leave=False)
+        )
+
+
+def sanitize_boxes(
+    boxes: np.ndarray, width: int, height: int, file: str, report: LoadReport
+) -> np.ndarray:
+    """Clip boxes to the image and find degenerate ones; report both per file.
+
+    Returns a bool keep-mask [N]; `boxes` is clipped in place.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return np.zeros([0], bool)
+    finite = np.all(np.isfinite(boxes), axis=1)
+    degenerate = finite & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+    outside = finite & ~degenerate & (
+        (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
+    )
+    if outside.any():
+        first = boxes[outside][0].tolist()
+        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
+        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
+        # Entirely outside: nothing left after clipping, so it is a dropped box.
+        gone = outside & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+        degenerate |= gone
+        clipped = outside & ~gone
+        if clipped.any():
+            report.add(
+                "box_clipped",
+                file,
+                f"{int(clipped.sum())} box(es) extend outside the {width}x{height} image and were "
+                f"clipped to it (first, before clipping: {[round(v, 1) for v in first]})",
+                int(clipped.sum()),
+            )
+    if degenerate.any():
+        first = boxes[degenerate][0].tolist()
+        report.add(
+            "degenerate_box",
+            file,
+            f"{int(degenerate.sum())} degenerate box(es) (x2<=x1 or y2<=y1, or wholly outside the "
+            f"{width}x{height} image) dropped (first: {[round(v, 1) for v in first]})",
+            int(degenerate.sum()),
+        )
+    if (~finite).any():
+        report.add("invalid_box", file, f"{int((~finite).sum())} box(es) with non-finite coordinates dropped",
+                   int((~finite).sum()))
+    return finite & ~degenerate
+
+
+@dataclasses.dataclass
+class ParsedDataset:
+    """Validated records of a dataset, its class names and its `LoadReport`.
+
+    `to_dataset()` gives the tf.data.Dataset in the element format of conventions.md.
+    """
+
+    records: list[ImageRecord]
+    class_names: list[str]
+    report: LoadReport
+    flag_keys: tuple[str, ...] = ()
+    label_map: object | None = None  # CocoLabelMap for COCO JSON
+
+    @property
+    def num_boxes(self) -> int:
+        return int(sum(len(r.boxes) for r in self.records))
+
+    def to_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+        """tf.data.Dataset of elements (see conventions.md), images decoded in parallel.
+
+        The returned dataset carries `.class_names`, `.report`, `.records` (and
+        `.label_map` for COCO) as attributes; they are lost by later `.map()` etc.
+        """
+        ds = records_to_dataset(self.records, self.flag_keys, num_parallel_calls)
+        return attach_info(ds, class_names=self.class_names, report=self.report,
+                           records=self.records, label_map=self.label_map)
+
+
+def attach_info(ds: tf.data.Dataset, **info) -> tf.data.Dataset:
+    """Set loader metadata (class_names, report, ...) as attributes of `ds`."""
+    for k, v in info.items():
+        setattr(ds, k, v)
+    return ds
+
+
+def _decode_with_pil(path) -> np.ndarray:
+    with Image.open(path.numpy().decode("utf-8")) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def decode_image_file(path: tf.Tensor, use_pil: tf.Tensor | bool = False) -> tf.Tensor:
+    """float32 [H, W, 3] RGB 0..255 from a file path (tf decoder, or PIL when `use_pil`)."""
+
+    def tf_decode():
+        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
+        return tf.ensure_shape(img, [None, None, 3])
+
+    def pil_decode():
+        img = tf.py_function(_decode_with_pil, [path], tf.uint8)
+        return tf.ensure_shape(img, [None, None, 3])
+
+    if isinstance(use_pil, bool):
+        img = pil_decode() if use_pil else tf_decode()
+    else:
+        img = tf.cond(use_pil, pil_decode, tf_decode)
+    return tf.cast(img, tf.float32)
+
+
+def records_to_dataset(
+    records: Sequence[ImageRecord],
+    flag_keys: Sequence[str] = (),
+    num_parallel_calls: int = tf.data.AUTOTUNE,
+) -> tf.data.Dataset:
+    """Build the element dataset from records; decoding runs in parallel, order kept."""
+    n = len(records)
+    paths = tf.constant([r.image_path for r in records] or [""], tf.string)
+    ids = tf.constant([r.image_id for r in records] or [0], tf.int64)
+    use_pil = tf.constant([r.image_format not in TF_DECODABLE_FORMATS for r in records] or [False])
+    counts = [len(r.boxes) for r in records]
+    splits = tf.constant(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    all_boxes = tf.constant(
+        np.concatenate([r.boxes for r in records]).astype(np.float32) if n else np.zeros([0, 4], np.float32)
+    )
+    all_classes = tf.constant(
+        np.concatenate([r.classes for r in records]).astype(np.int32) if n else np.zeros([0], np.int32)
+    )
+    all_flags = {
+        k: tf.constant(np.concatenate([r.flags[k] for r in records]).astype(bool) if n else np.zeros([0], bool))
+        for k in flag_keys
+    }
+    any_pil = bool(n) and any(r.image_format not in TF_DECODABLE_FORMATS for r in records)
+
+    def load(i):
+        s, e = splits[i], splits[i + 1]
+        image = decode_image_file(paths[i], use_pil[i] if any_pil else False)
+        bb = {"boxes": all_boxes[s:e], "classes": all_classes[s:e]}
+        for k, v in all_flags.items():
+            bb[k] = v[s:e]
+        return {"images": image, "bounding_boxes": bb, "image_id": ids[i]}
+
+    return tf.data.Dataset.range(n).map(tf.autograph.experimental.do_not_convert(load), num_parallel_calls=num_parallel_calls, deterministic=True)
+
+
+def finish_records(
+    parsed: list[dict], report: LoadReport, validate: str, flag_keys: Sequence[str]
+) -> list[ImageRecord]:
+    """Check the image of each parsed entry, clip/drop boxes, and build `ImageRecord`s.
+
+    Each entry: {"image_path", "image_id", "annotation_path", "boxes" [N,4] xyxy,
+    "classes" [N], "flags": {k: [N]}, optional "size": (w, h) annotated}. Entries
+    whose image is missing or corrupt are reported and left out.
+    """
+    existing = [e for e in parsed if _exists(e, report)]
+    infos = check_images([e["image_path"] for e in existing], validate)
+    records = []
+    for entry, info in zip(existing, infos):
+        path = entry["image_path"]
+        if isinstance(info, Exception):
+            report.add("corrupt_image", path, f"cannot read image ({type(info).__name__}: {info}); skipped")
+            continue
+        width, height, fmt = info
+        annotated = entry.get("size")
+        if annotated and annotated[0] > 0 and annotated[1] > 0 and tuple(annotated) != (width, height):
+            report.add(
+                "size_mismatch",
+                entry.get("annotation_path") or path,
+                f"annotation says {annotated[0]}x{annotated[1]} but {path} is {width}x{height}; "
+                "boxes are checked against the real size",
+            )
+        boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4).copy()
+        keep = sanitize_boxes(boxes, width, height, entry.get("annotation_path") or path, report)
+        classes = np.asarray(entry["classes"], np.int32).reshape(-1)
+        flags = {k: np.asarray(entry["flags"].get(k, np.zeros(len(classes), bool)), bool)[keep] for k in flag_keys}
+        records.append(
+            ImageRecord(
+                image_path=str(path),
+                image_id=int(entry["image_id"]),
+                width=width,
+                height=height,
+                boxes=boxes[keep],
+                classes=classes[keep],
+                flags=flags,
+                annotation_path=entry.get("annotation_path"),
+                image_format=fmt,
+            )
+        )
+    report.images_loaded = len(records)
+    report.boxes_loaded = int(sum(len(r.boxes) for r in records))
+    if not records:
+        # Loading nothing at all must not look like success.
+        raise DataError(f"no usable image in {report.source}:\n{report.summary()}")
+    return records
+
+
+def _exists(entry: dict, report: LoadReport) -> bool:
+    path = entry["image_path"]
+    if path is not None and Path(path).is_file():
+        return True
+    reason = entry.get("missing_reason", "missing_image")
+    report.add(reason, str(path if path is not None else entry.get("annotation_path")),
+               entry.get("missing_message") or "image file not found; skipped")
+    return False

@@ -1,0 +1,124 @@
+"""Cutting large images into overlapping tiles, for training (`tile_dataset`) and
+for sliced inference (`tile_grid`, used by `ipg_keras.inference.sliced`).
+
+Tiles are laid on a regular grid with stride `tile_size - overlap`; the last
+tile of a row/column is moved back so that it ends at the image border
+instead of hanging over it, so every tile lies inside the image (only images
+smaller than a tile give a smaller tile, padded if asked). With
+`overlap >= the largest object`, every object lies wholly inside some tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from ipg_keras.data.boxes import crop_boxes
+
+# Map functions use explicit tf.cond, so AutoGraph is off: converting them (and the
+# keras code they call) would cost time of tracing per pipeline.
+_no_autograph = tf.autograph.experimental.do_not_convert
+
+# A tile's image_id is image_id * TILE_ID_STRIDE + tile index (row-major in the grid).
+TILE_ID_STRIDE = 100_000
+
+
+def _check(tile_size: int, overlap: int) -> None:
+    if tile_size <= 0:
+        raise ValueError(f"tile_size must be positive, got {tile_size}")
+    if not 0 <= overlap < tile_size:
+        raise ValueError(f"overlap must be in [0, tile_size={tile_size}), got {overlap}")
+
+
+def tile_starts(length: int, tile_size: int, overlap: int) -> list[int]:
+    """Start offsets of the tiles along one axis of `length` pixels."""
+    _check(tile_size, overlap)
+    if length <= tile_size:
+        return [0]
+    stride = tile_size - overlap
+    n = math.ceil((length - tile_size) / stride) + 1
+    return [min(i * stride, length - tile_size) for i in range(n)]
+
+
+def tile_grid(height: int, width: int, tile_size: int, overlap: int) -> np.ndarray:
+    """Tile windows of an image: int64 [T, 4] as (x1, y1, x2, y2), row-major order.
+
+    x2 - x1 == tile_size except along an axis shorter than a tile.
+    """
+    ys = tile_starts(int(height), tile_size, overlap)
+    xs = tile_starts(int(width), tile_size, overlap)
+    out = [
+        (x, y, min(x + tile_size, width), min(y + tile_size, height)) for y in ys for x in xs
+    ]
+    return np.asarray(out, np.int64).reshape(-1, 4)
+
+
+def _tile_starts_tf(length, tile_size: int, stride: int):
+    length = tf.cast(length, tf.int64)
+    n = tf.maximum(tf.cast(tf.math.ceil(tf.cast(length - tile_size, tf.float64) / stride), tf.int64), 0) + 1
+    return tf.maximum(tf.minimum(tf.range(n, dtype=tf.int64) * stride, length - tile_size), 0)
+
+
+def tile_element(element: dict, tile_size: int, overlap: int, min_visible: float = 0.5,
+                 pad: bool = True, drop_empty: bool = False) -> tf.data.Dataset:
+    """Dataset of the tiles of one element (see `tile_dataset`)."""
+    _check(tile_size, overlap)
+    image = element["images"]
+    shape = tf.shape(image, out_type=tf.int64)
+    h, w = shape[0], shape[1]
+    ys = _tile_starts_tf(h, tile_size, tile_size - overlap)
+    xs = _tile_starts_tf(w, tile_size, tile_size - overlap)
+    nx = tf.size(xs, out_type=tf.int64)
+    num = tf.size(ys, out_type=tf.int64) * nx
+
+    def make(t):
+        y0, x0 = ys[t // nx], xs[t % nx]
+        th, tw = tf.minimum(h - y0, tile_size), tf.minimum(w - x0, tile_size)
+        crop = image[y0:y0 + th, x0:x0 + tw]
+        if pad:
+            crop = tf.image.pad_to_bounding_box(crop, 0, 0, tile_size, tile_size)
+            crop = tf.ensure_shape(crop, [tile_size, tile_size, 3])
+        bb = crop_boxes(element["bounding_boxes"], x0, y0, tw, th, min_visible)
+        return {"images": crop, "bounding_boxes": bb,
+                "image_id": tf.cast(element["image_id"], tf.int64) * TILE_ID_STRIDE + t}
+
+    tiles = tf.data.Dataset.range(num).map(_no_autograph(make))
+    if drop_empty:
+        tiles = tiles.filter(_no_autograph(lambda e: tf.shape(e["bounding_boxes"]["boxes"])[0] > 0))
+    return tiles
+
+
+def tile_dataset(
+    dataset: tf.data.Dataset,
+    tile_size: int = 512,
+    overlap: int = 64,
+    min_visible: float = 0.5,
+    *,
+    pad: bool = True,
+    drop_empty: bool = False,
+) -> tf.data.Dataset:
+    """Cut every image of an element dataset into overlapping tiles (training on large images).
+
+    Args:
+        dataset: elements in the format of conventions.md.
+        tile_size: tile side in pixels.
+        overlap: pixels shared by neighbouring tiles (< tile_size); use at least
+            the largest object size so that each object is whole in some tile.
+        min_visible: a box cut by a tile border is kept (clipped) in that tile
+            when at least this fraction of its area is inside the tile.
+        pad: zero-pad tiles of images smaller than a tile to tile_size x tile_size
+            (bottom/right), so every tile has the same shape.
+        drop_empty: leave out tiles without boxes.
+
+    Returns:
+        Element dataset of tiles [tile_size, tile_size, 3] (when pad), boxes in
+        the tile's frame, image_id = parent image_id * TILE_ID_STRIDE + tile index.
+        Per-box flags (difficult, iscrowd) follow their boxes.
+    """
+    _check(tile_size, overlap)
+    if not 0.0 <= min_visible <= 1.0:
+        raise ValueError(f"min_visible must be in [0, 1], got {min_visible}")
+    return dataset.flat_map(_no_autograph(lambda e: tile_element(e, tile_size, overlap, min_visible, pad, drop_empty)))
+

@@ -1,0 +1,6 @@
+"""Evaluation of detectors: COCO metrics (pycocotools) on prediction dicts, and a callback."""
+
+from ipg_keras.evaluation.callback import COCOMetricsCallback
+from ipg_keras.evaluation.coco import METRIC_NAMES, COCOEvaluator, coco_metrics, evaluate_model
+
+__all__ = ["METRIC_NAMES", "COCOEvaluator", "COCOMetricsCallback", "coco_metrics", "evaluate_model"]

@@ -1,0 +1,158 @@
+"""Augmentation keeps boxes on their objects: boxes are drawn as filled masks into
+the image, image + boxes are augmented, and the mask pixels must still sit inside
+the transformed boxes (and fill them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_helpers import render_masks
+from ipg_keras.data import (
+    AugmentConfig,
+    augment_element,
+    color_jitter,
+    random_crop,
+    random_flip,
+    resize_and_pad,
+    scale_jitter,
+)
+
+BOXES = np.asarray([[6, 4, 22, 16], [40, 30, 70, 52], [75, 2, 95, 12], [10, 40, 30, 58]], np.float32)
+H, W = 60, 100
+
+
+def _element():
+    return {
+        "images": tf.constant(render_masks(BOXES, H, W)),
+        "bounding_boxes": {"boxes": tf.constant(BOXES), "classes": tf.range(len(BOXES), dtype=tf.int32),
+                           "difficult": tf.constant([False, True, False, True])},
+        "image_id": tf.constant(0, tf.int64),
+    }
+
+
+def _seed(i):
+    return tf.constant([i, 1234], tf.int64)
+
+
+def check_masks_follow_boxes(out, tol=1.0, fill=0.95, min_visible=None, scale=1.0):
+    """Object k (class k, mask value (200, 40(k+1))): its pure mask pixels lie in its box (+tol px)
+    and fill the box's interior; objects whose box was dropped show less than
+    min_visible of their (scaled) area."""
+    img = out["images"].numpy()
+    boxes = out["bounding_boxes"]["boxes"].numpy()
+    classes = out["bounding_boxes"]["classes"].numpy()
+    flags = out["bounding_boxes"]["difficult"].numpy()
+    np.testing.assert_array_equal(flags, np.isin(classes, [1, 3]))  # flags followed their boxes
+    ys, xs = np.mgrid[0:img.shape[0], 0:img.shape[1]]
+    whole = np.abs(img[..., 0] - 200.0) < 0.5
+    for k in range(len(BOXES)):
+        pure = whole & (np.abs(img[..., 1] - 40.0 * (k + 1)) < 0.5)
+        if k in classes:
+            x1, y1, x2, y2 = boxes[list(classes).index(k)]
+            assert pure.any(), f"object {k} has a box but no pixels"
+            # Pixel (x, y) covers [x, x+1): its centre x + 0.5 must be inside the box.
+            inside = (xs + 0.5 >= x1 - tol) & (xs + 0.5 <= x2 + tol) & (ys + 0.5 >= y1 - tol) & (ys + 0.5 <= y2 + tol)
+            assert inside[pure].all(), f"object {k}: mask pixels outside its box {boxes}"
+            core = (xs + 0.5 >= x1 + 1.5) & (xs + 0.5 <= x2 - 1.5) & (ys + 0.5 >= y1 + 1.5) & (ys + 0.5 <= y2 - 1.5)
+            if core.sum() > 4:
+                assert pure[core].mean() >= fill, f"object {k}: box {boxes} not filled by its mask"
+        elif min_visible is not None:
+            w, h = BOXES[k, 2] - BOXES[k, 0], BOXES[k, 3] - BOXES[k, 1]
+            assert pure.sum() < (min_visible + 0.1) * w * h * scale * scale + 4, f"object {k} dropped while visible"
+
+
+def test_keras_random_flip_moves_boxes_with_the_image():
+    el = _element()
+    for mode in ("horizontal", "vertical"):
+        out = random_flip(el, _seed(0), probability=1.0, mode=mode)
+        img = out["images"].numpy()
+        expected = np.flip(el["images"].numpy(), axis=1 if mode == "horizontal" else 0)
+        np.testing.assert_array_equal(img, expected)
+        # Exact: re-drawing the flipped boxes gives the flipped image.
+        boxes = out["bounding_boxes"]["boxes"].numpy()
+        np.testing.assert_allclose(render_masks(np.round(boxes), H, W), img)
+        np.testing.assert_allclose(boxes, np.round(boxes), atol=1e-3)
+        check_masks_follow_boxes(out, tol=0.0, fill=1.0)
+    same = random_flip(el, _seed(0), probability=0.0)
+    np.testing.assert_array_equal(same["images"].numpy(), el["images"].numpy())
+    np.testing.assert_array_equal(same["bounding_boxes"]["boxes"].numpy(), BOXES)
+
+
+def test_random_flip_probability_half_is_consistent_and_seeded():
+    el = _element()
+    flipped = []
+    for i in range(12):
+        out = random_flip(el, _seed(i), probability=0.5)
+        check_masks_follow_boxes(out, tol=0.0, fill=1.0)
+        flipped.append(not np.array_equal(out["images"].numpy(), el["images"].numpy()))
+        again = random_flip(el, _seed(i), probability=0.5)
+        np.testing.assert_array_equal(again["images"].numpy(), out["images"].numpy())
+    assert 0 < sum(flipped) < 12
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_scale_jitter_keeps_masks_in_boxes(seed):
+    out = scale_jitter(_element(), _seed(seed), 64, scale_range=(0.5, 2.0), min_visible=0.3)
+    assert out["images"].shape == (64, 64, 3)
+    check_masks_follow_boxes(out, tol=1.0, fill=0.9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_crop_keeps_masks_in_boxes(seed):
+    out = random_crop(_element(), _seed(seed), area_range=(0.2, 0.6), min_visible=0.4)
+    check_masks_follow_boxes(out, tol=0.0, fill=1.0, min_visible=0.4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_full_augmentation_geometry(seed):
+    config = AugmentConfig(horizontal_flip=0.5, vertical_flip=0.5, scale_range=(0.6, 1.6), crop_probability=0.5,
+                           brightness=0, contrast=0, saturation=0, hue=0, min_visible=0.3)
+    out = augment_element(_element(), _seed(seed), 96, config)
+    assert out["images"].shape == (96, 96, 3)
+    check_masks_follow_boxes(out, tol=1.0, fill=0.9)
+
+
+def test_augmentation_is_deterministic_per_seed():
+    el = _element()
+    a = augment_element(el, _seed(5), 64)
+    b = augment_element(el, _seed(5), 64)
+    c = augment_element(el, _seed(6), 64)
+    np.testing.assert_array_equal(a["images"].numpy(), b["images"].numpy())
+    np.testing.assert_array_equal(a["bounding_boxes"]["boxes"].numpy(), b["bounding_boxes"]["boxes"].numpy())
+    assert not np.array_equal(a["images"].numpy(), c["images"].numpy())
+
+
+def test_color_jitter_changes_colours_only():
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.uniform(30, 220, (32, 32, 3)).astype(np.float32))
+    out = color_jitter(image, _seed(1), brightness=0.1, contrast=0.1, saturation=0.1, hue=0.02).numpy()
+    assert out.shape == (32, 32, 3) and out.min() >= 0 and out.max() <= 255
+    diff = np.abs(out - image.numpy())
+    assert 0 < diff.mean() < 40  # light jitter, not a different image
+    np.testing.assert_array_equal(out, color_jitter(image, _seed(1)).numpy())
+    # Boxes are untouched by colour: no scale, no flip, colour only.
+    config = AugmentConfig(horizontal_flip=0, scale_range=(1.0, 1.0))
+    el = _element()
+    out_el = augment_element(el, _seed(2), 100, config)
+    resized, s = resize_and_pad(el, 100)
+    np.testing.assert_allclose(out_el["bounding_boxes"]["boxes"].numpy(),
+                               resized["bounding_boxes"]["boxes"].numpy(), atol=1e-4)
+
+
+def test_resize_and_pad_scales_boxes_and_pads_bottom_right():
+    el = _element()
+    out, s = resize_and_pad(el, 50)
+    assert float(s) == pytest.approx(0.5)
+    img = out["images"].numpy()
+    assert img.shape == (50, 50, 3) and np.all(img[30:] == 0)
+    np.testing.assert_allclose(out["bounding_boxes"]["boxes"].numpy(), BOXES * 0.5)
+    check_masks_follow_boxes(out, tol=1.0, fill=0.8)
+
+
+def test_augment_config_validation():
+    with pytest.raises(ValueError, match="horizontal_flip"):
+        AugmentConfig(horizontal_flip=1.5)
+    with pytest.raises(ValueError, match="scale_range"):
+        AugmentConfig(scale_range=(2.0, 1.0))
