@@ -220,6 +220,8 @@ def run(cfg: ExperimentConfig, output: str | Path) -> dict[str, Any]:
 
     with strategy.scope():
         model = build_model(cfg, num_classes)
+        # Build the weights now: BackupAndRestore needs them before fit() to restore into.
+        model(tf.zeros([1, cfg.data.image_size, cfg.data.image_size, 3]), training=False)
         model.compile(optimizer=build_optimizer(cfg, steps), jit_compile=cfg.train.jit_compile)
 
     callbacks: list[keras.callbacks.Callback] = [

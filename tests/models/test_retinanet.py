@@ -1,0 +1,160 @@
+"""IPG-RetinaNet: forward, losses, decoding, fit, predict, save/load and bad input."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from model_helpers import tiny_retinanet
+
+from ipg_keras import IPGRetinaNet
+
+
+def toy_batch(batch=2, size=128):
+    rng = np.random.RandomState(0)
+    images = rng.uniform(0, 60, (batch, size, size, 3)).astype("float32")
+    boxes = np.full((batch, 3, 4), -1.0, "float32")
+    classes = np.full((batch, 3), -1, "int32")
+    for b in range(batch):
+        for i, (x, y, s, c) in enumerate([(20, 30, 24, 0), (70, 60, 12, 1), (90, 20, 30, 2)][: 3 - b]):
+            images[b, y : y + s, x : x + s, c] = 250.0
+            boxes[b, i] = [x, y, x + s, y + s]
+            classes[b, i] = c
+    return images, {"boxes": boxes, "classes": classes}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny detector fitted on the toy batch (shared by the tests that need trained weights)."""
+    keras.utils.set_random_seed(1)
+    model = tiny_retinanet(score_threshold=0.0)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x, y = toy_batch()
+    history = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(40), epochs=1, verbose=0)
+    return model, history
+
+
+def test_call_returns_one_row_per_anchor():
+    model = tiny_retinanet(num_classes=4)
+    out = model(np.zeros((2, 128, 256, 3), "float32"))
+    anchors = model.anchors_for(np.zeros((1, 128, 256, 3)))
+    assert tuple(out["cls"].shape) == (2, anchors.shape[0], 4)
+    assert tuple(out["box"].shape) == (2, anchors.shape[0], 4)
+    # prior 0.01 on the class bias: initial foreground probability is about 1 %
+    assert abs(float(keras.ops.mean(keras.ops.sigmoid(out["cls"]))) - 0.01) < 0.005
+
+
+def test_fit_lowers_every_loss_term(trained):
+    _, history = trained
+    h = history.history
+    assert {"loss", "cls_loss", "box_loss"} <= set(h)
+    model, _ = trained
+    x, y = toy_batch()
+    fresh = tiny_retinanet(score_threshold=0.0)
+    fresh(x)
+    fresh.compile(optimizer="adam")
+    before = fresh.evaluate(x, y, verbose=0, return_dict=True)
+    after = model.evaluate(x, y, verbose=0, return_dict=True)
+    for key in ("loss", "cls_loss", "box_loss"):
+        assert after[key] < 0.6 * before[key], (key, before[key], after[key])
+
+
+def test_trained_model_finds_the_toy_objects(trained):
+    model, _ = trained
+    x, y = toy_batch()
+    pred = model.predict(x, verbose=0)
+    from ipg_keras.ops import pairwise_iou
+
+    for b in range(2):
+        gt = y["boxes"][b][y["classes"][b] >= 0]
+        top = pred["boxes"][b, : len(gt) * 3]
+        best = np.asarray(pairwise_iou(gt, top)).max(axis=1)
+        assert np.all(best > 0.5), best
+
+
+def test_predict_output_contract_dynamic_batch_and_size(trained):
+    model, _ = trained
+    for shape in [(1, 128, 128, 3), (3, 100, 150, 3), (2, 256, 128, 3)]:
+        pred = model.predict(np.random.uniform(0, 255, shape).astype("float32"), verbose=0)
+        assert set(pred) == {"boxes", "scores", "classes", "num_detections"}
+        assert pred["boxes"].shape == (shape[0], 100, 4) and pred["scores"].shape == (shape[0], 100)
+        assert pred["classes"].dtype == np.int32 and pred["num_detections"].shape == (shape[0],)
+        n = pred["num_detections"]
+        for b in range(shape[0]):
+            valid = pred["boxes"][b, : n[b]]
+            assert np.all(valid[:, [0, 2]] <= shape[2]) and np.all(valid[:, [1, 3]] <= shape[1])
+            assert np.all(valid >= 0) and np.all(np.diff(pred["scores"][b, : n[b]]) <= 1e-6)
+            assert np.all(pred["classes"][b, n[b]:] == -1)
+
+
+def test_decoding_puts_a_confident_anchor_back_on_itself():
+    model = tiny_retinanet(num_classes=2)
+    images = np.zeros((1, 128, 128, 3), "float32")
+    anchors = np.asarray(model.anchors_for(images))
+    raw = {"cls": np.full((1, len(anchors), 2), -10.0, "float32"), "box": np.zeros((1, len(anchors), 4), "float32")}
+    raw["cls"][0, 40, 1] = 5.0
+    out = model.decode_predictions(raw, images)
+    assert int(out["num_detections"][0]) == 1 and int(out["classes"][0, 0]) == 1
+    np.testing.assert_allclose(np.asarray(out["boxes"][0, 0]), np.clip(anchors[40], 0, 128), atol=1e-4)
+
+
+def test_keras_file_round_trip_predicts_identically(trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "retinanet.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, IPGRetinaNet) and loaded.get_config() == model.get_config()
+    x, _ = toy_batch()
+    a, b = model.predict(x, verbose=0), loaded.predict(x, verbose=0)
+    assert a["num_detections"].min() > 0
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-4)
+
+
+def test_baseline_is_the_same_detector_without_ipg():
+    guided, plain = tiny_retinanet(ipg=True), tiny_retinanet(ipg=False)
+    x = np.zeros((1, 128, 128, 3), "float32")
+    guided(x), plain(x)
+    assert plain.count_params() < guided.count_params()
+    assert not any("ipg_transform" in w.path or "ipg_fusion" in w.path for w in plain.weights)
+    assert any("ipg_transform" in w.path for w in guided.weights)
+    assert guided.get_config()["ipg"] is True and plain.get_config()["ipg"] is False
+
+
+def test_bad_images_get_clear_errors():
+    model = tiny_retinanet()
+    with pytest.raises(ValueError, match=r"\[B, H, W, 3\]"):
+        model(np.zeros((128, 128, 3), "float32"))
+    with pytest.raises(ValueError, match="not divisible by 128"):
+        model(np.zeros((1, 100, 128, 3), "float32"))
+
+
+def test_bad_targets_get_clear_errors():
+    model = tiny_retinanet()
+    model.compile(optimizer="adam")
+    x, y = toy_batch()
+    inverted = {"boxes": y["boxes"].copy(), "classes": y["classes"]}
+    inverted["boxes"][0, 0] = [50, 50, 10, 60]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="x2 >= x1"):
+        model.fit(x, inverted, epochs=1, verbose=0)
+    bad_class = {"boxes": y["boxes"], "classes": np.where(y["classes"] == 2, 7, y["classes"]).astype("int32")}
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes=3"):
+        model.fit(x, bad_class, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="'boxes'"):
+        model.fit(x, y["boxes"], epochs=1, verbose=0)
+
+
+def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match="Unknown backbone 'resnet9'"):
+        IPGRetinaNet(3, backbone="resnet9")
+    with pytest.raises(ValueError, match="num_classes"):
+        IPGRetinaNet(0)
+    with pytest.raises(ValueError, match="box_loss"):
+        IPGRetinaNet(3, box_loss="l2")
+
+
+def test_giou_box_loss_trains():
+    model = tiny_retinanet(box_loss="giou")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x, y = toy_batch()
+    h = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(8), epochs=1, verbose=0).history
+    assert np.isfinite(h["box_loss"][-1])
