@@ -2,5 +2,6 @@
 
 from ipg_keras.evaluation.callback import COCOMetricsCallback
 from ipg_keras.evaluation.coco import METRIC_NAMES, COCOEvaluator, coco_metrics, evaluate_model
+from ipg_keras.evaluation.sliced import evaluate_sliced
 
-__all__ = ["METRIC_NAMES", "COCOEvaluator", "COCOMetricsCallback", "coco_metrics", "evaluate_model"]
+__all__ = ["METRIC_NAMES", "COCOEvaluator", "COCOMetricsCallback", "coco_metrics", "evaluate_model", "evaluate_sliced"]

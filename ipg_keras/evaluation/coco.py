@@ -161,10 +161,26 @@ def _per_class(precision: np.ndarray, cat_ids: list[int],
     return out
 
 
+def _average_precisions(precision: np.ndarray, params: Any) -> dict[str, float]:
+    """AP, AP50, AP75, APs, APm, APl from COCOeval's precision [T, R, K, A, M] at the last maxDets."""
+    def mean(p: np.ndarray) -> float:
+        p = p[p > -1]
+        return float(p.mean()) if p.size else -1.0
+
+    iou = list(np.round(params.iouThrs, 2))
+    out = {}
+    for name, t, area in (("AP", None, 0), ("AP50", 0.5, 0), ("AP75", 0.75, 0),
+                          ("APs", None, 1), ("APm", None, 2), ("APl", None, 3)):
+        p = precision[:, :, :, area, -1]
+        out[name] = mean(p if t is None else p[iou.index(t)])
+    return out
+
+
 def coco_metrics(ground_truths: Iterable[Mapping[str, Any]],
                  detections: Iterable[Mapping[str, Any]], num_classes: int | None = None,
                  *, class_names: Sequence[str] | None = None, per_class: bool = False,
-                 return_summary: bool = False) -> dict[str, float] | tuple[dict[str, float], str]:
+                 return_summary: bool = False,
+                 max_detections: int = 100) -> dict[str, float] | tuple[dict[str, float], str]:
     """COCO box metrics of per-image detections against per-image ground truth.
 
     ground_truths: per image ``{"image_id", "boxes" [N, 4] xyxy, "classes" [N],
@@ -176,6 +192,8 @@ def coco_metrics(ground_truths: Iterable[Mapping[str, Any]],
     Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", ..., "ARl"}`` floats
     (-1.0 where undefined); with ``per_class`` also ``"AP/<name>"``, ``"AP50/<name>"``;
     with ``return_summary`` a tuple (metrics, COCOeval's printed summary text).
+    max_detections: detections per image that count (COCO's maxDets, 100). Dense
+    small-object images (hundreds of trees in one aerial image) need more.
     """
     from pycocotools.cocoeval import COCOeval
 
@@ -188,12 +206,18 @@ def coco_metrics(ground_truths: Iterable[Mapping[str, Any]],
     with contextlib.redirect_stdout(text):  # COCOeval prints progress and the table
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.params.catIds = cat_ids
+        if max_detections != 100:
+            evaluator.params.maxDets = [1, 10, int(max_detections)]
         evaluator.evaluate()
         evaluator.accumulate()
         start = text.tell()
         evaluator.summarize()
     summary = text.getvalue()[start:]
     metrics = {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats)}
+    if max_detections != 100:
+        # pycocotools' summarize() hard-codes maxDets=100 for "AP": recompute the AP
+        # metrics from the accumulated precision at our maxDets.
+        metrics.update(_average_precisions(evaluator.eval["precision"], evaluator.params))
     if per_class:
         metrics.update(_per_class(evaluator.eval["precision"], cat_ids, class_names))
     return (metrics, summary) if return_summary else metrics
