@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from ipg_keras.models import IPGFasterRCNN  # noqa: E402
 from ipg_keras.models import IPGRetinaNet  # noqa: E402
 
-__all__ = ["IPGRetinaNet", "__version__"]
+__all__ = ["IPGFasterRCNN", "IPGRetinaNet", "__version__"]
