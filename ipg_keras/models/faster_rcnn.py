@@ -8,12 +8,12 @@ import keras
 import tensorflow as tf
 from keras import layers, ops
 
-from ipg_keras.backbones import BACKBONES, IPGResNet, build_backbone
+from ipg_keras.backbones import IPGResNet
 from ipg_keras.layers import FeaturePyramid, PredictionHead
 from ipg_keras.models.anchors import AnchorGenerator
 from ipg_keras.models.losses import smooth_l1_loss
 from ipg_keras.models.matching import match_anchors
-from ipg_keras.models.retinanet import check_images
+from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.roi_align import multilevel_roi_align
 from ipg_keras.models.sampling import gather_sampled, sample_balanced
 from ipg_keras.models.targets import global_positive_count, replica_count, unpack_targets
@@ -171,7 +171,7 @@ def assign_roi_targets(
 
 
 @keras.saving.register_keras_serializable(package="ipg_keras")
-class IPGFasterRCNN(keras.Model):
+class IPGFasterRCNN(Detector):
     """Faster R-CNN with FPN (Ren et al. 2015, Lin et al. 2017) on an IPG-guided ResNet.
 
     `ipg=False` builds the same detector on the plain ResNet-FPN, the baseline.
@@ -257,8 +257,6 @@ class IPGFasterRCNN(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
         for key, value in (
             ("rpn_batch_size", rpn_batch_size), ("num_rois", num_rois), ("pre_nms_topk_train", pre_nms_topk_train),
             ("post_nms_topk_train", post_nms_topk_train), ("pre_nms_topk_test", pre_nms_topk_test),
@@ -277,20 +275,7 @@ class IPGFasterRCNN(keras.Model):
             )
         if len(tuple(box_coder_weights)) != 4:
             raise ValueError(f"box_coder_weights needs 4 values (wx, wy, ww, wh), got {box_coder_weights!r}.")
-        self.num_classes = int(num_classes)
-        self.backbone_kwargs = dict(backbone_kwargs or {})
-        if isinstance(backbone, IPGResNet):
-            self.backbone = backbone
-        elif isinstance(backbone, str):
-            if backbone not in BACKBONES:
-                raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
-            self.backbone = build_backbone(
-                backbone, ipg=ipg, weights=backbone_weights, name="backbone", **self.backbone_kwargs
-            )
-        else:
-            raise TypeError(f"backbone must be a name or an IPGResNet, got {type(backbone).__name__}.")
-        self.backbone_name = backbone if isinstance(backbone, str) else None
-        self.ipg = self.backbone.ipg
+        self._init_backbone(num_classes, backbone, ipg, backbone_weights, backbone_kwargs)
         self.min_level, self.max_level = RPN_LEVELS
         rpn_head_width = int(rpn_head_width or fpn_channels)
         self.fpn = FeaturePyramid(self.min_level, self.max_level, fpn_channels, extra_levels="maxpool", name="fpn")
@@ -381,10 +366,6 @@ class IPGFasterRCNN(keras.Model):
         if not training:
             outputs["cls"], outputs["box"] = self.box_head_outputs(outputs["features"], proposals)
         return outputs
-
-    def anchors_for(self, images):
-        shape = ops.shape(images)
-        return self.anchor_generator(shape[1], shape[2])
 
     def generate_proposals(self, rpn_cls, rpn_box, images, training: bool = False):
         """RPN outputs -> `(proposals [B, P, 4], scores [B, P], num_proposals [B])`, no gradient.
@@ -523,43 +504,3 @@ class IPGFasterRCNN(keras.Model):
             iou_threshold=cfg["nms_iou_threshold"],
             score_threshold=cfg["score_threshold"],
         )
-
-    def predict_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        if isinstance(images, dict):
-            images = images["images"]
-        return self.detect(images)
-
-    def detect(self, images):
-        """Detections for a batch of images of any size (padded here to `size_multiple`)."""
-        images = ops.convert_to_tensor(images, "float32")
-        if len(images.shape) != 4:
-            check_images(images, self.size_multiple)
-        shape = ops.shape(images)
-        m = self.size_multiple
-        pad_h = (m - shape[1] % m) % m
-        pad_w = (m - shape[2] % m) % m
-        padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        padded = tf.ensure_shape(padded, [None, None, None, 3])
-        raw = self(padded, training=False)
-        detections = self.decode_predictions(raw, padded)
-        detections["boxes"] = clip_boxes(
-            detections["boxes"], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
-        )
-        return detections
-
-    # ------------------------------------------------------------ serialization
-    def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, **self._config}
-        if self.backbone_name is not None:
-            config["backbone"] = self.backbone_name
-        else:
-            config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict):
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

@@ -8,9 +8,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from ipg_keras.backbones import BACKBONES, IPGResNet, build_backbone
+from ipg_keras.backbones import IPGResNet
 from ipg_keras.layers import FeaturePyramid, PredictionHead
 from ipg_keras.models.anchors import AnchorGenerator
+from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.losses import giou_loss, sigmoid_focal_loss, smooth_l1_loss
 from ipg_keras.models.matching import match_anchors
 from ipg_keras.models.targets import global_positive_count, replica_count, unpack_targets
@@ -20,25 +21,8 @@ from ipg_keras.ops.nms import batched_class_aware_nms
 BOX_LOSSES = ("smooth_l1", "giou")
 
 
-def check_images(images, multiple: int):
-    """Raises a clear error for images that are not `[B, H, W, 3]` or not divisible by `multiple`."""
-    shape = images.shape
-    if len(shape) != 4 or (shape[-1] is not None and shape[-1] != 3):
-        raise ValueError(
-            f"Images must be a batch [B, H, W, 3] of RGB values in 0..255; got shape {tuple(shape)}. "
-            "Add a batch axis with images[None] for a single image."
-        )
-    for size, axis in ((shape[1], "height"), (shape[2], "width")):
-        if size is not None and size % multiple:
-            raise ValueError(
-                f"Image {axis} {size} is not divisible by {multiple} (the stride of the coarsest FPN level). "
-                f"Resize or pad images to a multiple of {multiple}: ipg_keras.data.make_batches does it, and "
-                "model.predict pads automatically."
-            )
-
-
 @keras.saving.register_keras_serializable(package="ipg_keras")
-class IPGRetinaNet(keras.Model):
+class IPGRetinaNet(Detector):
     """RetinaNet (Lin et al. 2017) on an IPG-guided ResNet with FPN P3-P7.
 
     `ipg=False` builds the same detector on the plain ResNet-FPN, the baseline.
@@ -103,24 +87,9 @@ class IPGRetinaNet(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}.")
-        self.num_classes = int(num_classes)
-        self.backbone_kwargs = dict(backbone_kwargs or {})
-        if isinstance(backbone, IPGResNet):
-            self.backbone = backbone
-        elif isinstance(backbone, str):
-            if backbone not in BACKBONES:
-                raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
-            self.backbone = build_backbone(
-                backbone, ipg=ipg, weights=backbone_weights, name="backbone", **self.backbone_kwargs
-            )
-        else:
-            raise TypeError(f"backbone must be a name or an IPGResNet, got {type(backbone).__name__}.")
-        self.backbone_name = backbone if isinstance(backbone, str) else None
-        self.ipg = self.backbone.ipg
+        self._init_backbone(num_classes, backbone, ipg, backbone_weights, backbone_kwargs)
         self.min_level, self.max_level = int(min_level), int(max_level)
         self.fpn = FeaturePyramid(min_level, max_level, fpn_channels, extra_levels="conv_c5", name="fpn")
         self.anchor_generator = AnchorGenerator(min_level, max_level, anchor_size, anchor_scales, aspect_ratios)
@@ -174,10 +143,6 @@ class IPGRetinaNet(keras.Model):
             "box": ops.cast(self.box_head(levels), "float32"),
             "cls": ops.cast(self.cls_head(levels), "float32"),
         }
-
-    def anchors_for(self, images):
-        shape = ops.shape(images)
-        return self.anchor_generator(shape[1], shape[2])
 
     # --------------------------------------------------------------------- loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -250,43 +215,3 @@ class IPGRetinaNet(keras.Model):
             iou_threshold=cfg["nms_iou_threshold"],
             score_threshold=cfg["score_threshold"],
         )
-
-    def predict_step(self, data):
-        images = data[0] if isinstance(data, (tuple, list)) else data
-        if isinstance(images, dict):
-            images = images["images"]
-        return self.detect(images)
-
-    def detect(self, images):
-        """Detections for a batch of images of any size (padded here to `size_multiple`)."""
-        images = ops.convert_to_tensor(images, "float32")
-        if len(images.shape) != 4:
-            check_images(images, self.size_multiple)
-        shape = ops.shape(images)
-        m = self.size_multiple
-        pad_h = (m - shape[1] % m) % m
-        pad_w = (m - shape[2] % m) % m
-        padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        padded = tf.ensure_shape(padded, [None, None, None, 3])
-        raw = self(padded, training=False)
-        detections = self.decode_predictions(raw, padded)
-        detections["boxes"] = clip_boxes(
-            detections["boxes"], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
-        )
-        return detections
-
-    # ------------------------------------------------------------ serialization
-    def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, **self._config}
-        if self.backbone_name is not None:
-            config["backbone"] = self.backbone_name
-        else:
-            config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("backbone"), dict):
-            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
-        return cls(**config)

@@ -1,0 +1,121 @@
+"""What every ipg_keras detector shares: backbone, input checks, padded predict, serialization."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from ipg_keras.backbones import BACKBONES, IPGResNet, build_backbone
+from ipg_keras.ops.boxes import clip_boxes
+
+
+def check_images(images, multiple: int):
+    """Raises a clear error for images that are not `[B, H, W, 3]` or not divisible by `multiple`."""
+    shape = images.shape
+    if len(shape) != 4 or (shape[-1] is not None and shape[-1] != 3):
+        raise ValueError(
+            f"Images must be a batch [B, H, W, 3] of RGB values in 0..255; got shape {tuple(shape)}. "
+            "Add a batch axis with images[None] for a single image."
+        )
+    for size, axis in ((shape[1], "height"), (shape[2], "width")):
+        if size is not None and size % multiple:
+            raise ValueError(
+                f"Image {axis} {size} is not divisible by {multiple} (the stride of the coarsest FPN level). "
+                f"Resize or pad images to a multiple of {multiple}: ipg_keras.data.make_batches does it, and "
+                "model.predict pads automatically."
+            )
+
+
+class Detector(keras.Model):
+    """Base of `IPGRetinaNet` and `IPGFasterRCNN`.
+
+    Subclasses set `self._config` (their constructor arguments), `size_multiple`,
+    `call`, `compute_loss` and `decode_predictions(raw, images)`; this class
+    gives them the same backbone handling, `predict`/`detect` contract and
+    `.keras` serialization.
+    """
+
+    def _init_backbone(
+        self,
+        num_classes: int,
+        backbone: str | IPGResNet,
+        ipg: bool,
+        backbone_weights: str | None,
+        backbone_kwargs: dict[str, Any] | None,
+    ) -> None:
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}.")
+        self.num_classes = int(num_classes)
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        if isinstance(backbone, IPGResNet):
+            self.backbone = backbone
+        elif isinstance(backbone, str):
+            if backbone not in BACKBONES:
+                raise ValueError(f"Unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}.")
+            self.backbone = build_backbone(
+                backbone, ipg=ipg, weights=backbone_weights, name="backbone", **self.backbone_kwargs
+            )
+        else:
+            raise TypeError(f"backbone must be a name or an IPGResNet, got {type(backbone).__name__}.")
+        self.backbone_name = backbone if isinstance(backbone, str) else None
+        self.ipg = self.backbone.ipg
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W of the network input must be multiples of this."""
+        raise NotImplementedError
+
+    def anchors_for(self, images):
+        shape = ops.shape(images)
+        return self.anchor_generator(shape[1], shape[2])
+
+    def decode_predictions(self, raw, images):
+        raise NotImplementedError
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        if isinstance(images, dict):
+            images = images["images"]
+        return self.detect(images)
+
+    def detect(self, images):
+        """Detections for a batch of images of any size.
+
+        Images are padded bottom/right to `size_multiple` (box coordinates are
+        unchanged by that) and boxes clipped to the unpadded size.
+        Returns `boxes` `[B, D, 4]` xyxy pixels, `scores` `[B, D]`,
+        `classes` `[B, D]` int32 (-1 = none), `num_detections` `[B]`.
+        """
+        images = ops.convert_to_tensor(images, "float32")
+        if len(images.shape) != 4:
+            check_images(images, self.size_multiple)
+        shape = ops.shape(images)
+        m = self.size_multiple
+        pad_h = (m - shape[1] % m) % m
+        pad_w = (m - shape[2] % m) % m
+        padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        padded = tf.ensure_shape(padded, [None, None, None, 3])
+        raw = self(padded, training=False)
+        detections = self.decode_predictions(raw, padded)
+        detections["boxes"] = clip_boxes(
+            detections["boxes"], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+        )
+        return detections
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable, **self._config}
+        if self.backbone_name is not None:
+            config["backbone"] = self.backbone_name
+        else:
+            config["backbone"] = keras.saving.serialize_keras_object(self.backbone)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("backbone"), dict):
+            config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
+        return cls(**config)
