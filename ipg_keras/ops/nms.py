@@ -52,6 +52,19 @@ def batched_class_aware_nms(
     scores = tf.cast(scores, tf.float32)
     classes = tf.cast(classes, tf.int32)
 
+    if boxes.shape[0] == 1:
+        # A static batch of one (TFLite export) needs no loop: without map_fn's
+        # while loop the graph converts to plain builtin ops (no WHILE op).
+        out_boxes, out_scores, out_classes, valid = _nms_one_image(
+            boxes[0], scores[0], classes[0], max_detections, iou_threshold, score_threshold
+        )
+        return {
+            "boxes": out_boxes[None],
+            "scores": out_scores[None],
+            "classes": out_classes[None],
+            "num_detections": valid[None],
+        }
+
     def fn(args):
         return _nms_one_image(*args, max_detections, iou_threshold, score_threshold)
 

@@ -1,0 +1,157 @@
+"""`ipg-export MODEL --format saved_model|tflite --output PATH`: export a trained detector.
+
+MODEL is a `.keras` file or a training run folder holding `model.keras` (what
+`ipg-train` writes). The export size defaults to the training image size of the
+run's `config.yaml` (or `--config`), else the model's `image_size`, else 512.
+`--precision int8` calibrates on `--num-calibration` training images drawn from
+that config's training data, or from the image files of `--calibration-dir`.
+
+Examples:
+    ipg-export runs/synthetic_retinanet_cpu --format saved_model --output saved_models/ipg/1
+    ipg-export runs/synthetic_retinanet_cpu --format tflite --precision int8 --output ipg_int8.tflite
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("saved_model", "tflite")
+PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """`"512"` -> (512, 512); `"384,640"` or `"384x640"` -> (384, 640) (height, width)."""
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"image size {text!r} must be N or H,W (integers)") from None
+    if len(values) == 1:
+        values = values * 2
+    if len(values) != 2 or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"image size {text!r} must be N or H,W with positive integers")
+    return values[0], values[1]
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A `.keras` file, or `model.keras` / `last.keras` inside a run folder."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("model.keras", "last.keras"):
+            if (path / name).is_file():
+                return path / name
+        raise FileNotFoundError(f"{path} is a folder without model.keras or last.keras; pass a .keras file.")
+    if not path.is_file():
+        raise FileNotFoundError(f"Model {path} does not exist; pass a .keras file or an ipg-train run folder.")
+    return path
+
+
+def _find_config(model_path: Path, config: str | None):
+    """The training config: `--config`, else `config.yaml` next to the model (ipg-train run folder)."""
+    from training.config import load_config
+
+    if config is not None:
+        return load_config(config)
+    candidate = model_path.parent / "config.yaml"
+    return load_config(candidate) if candidate.is_file() else None
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from ipg_keras.cli.predict import collect_images
+
+    files, _ = collect_images([str(folder)])
+    if not files:
+        raise FileNotFoundError(f"--calibration-dir {folder} holds no image files.")
+    return files
+
+
+def calibration_source(cfg, calibration_dir: str | None) -> Any:
+    """Images for int8 calibration: a folder of image files, else the config's training data."""
+    if calibration_dir is not None:
+        from ipg_keras.cli.predict import read_image
+
+        files = _image_files(Path(calibration_dir))
+
+        def images():
+            for f in files:
+                try:
+                    yield read_image(f)
+                except ValueError as error:  # one unreadable file should not stop the export
+                    print(f"ipg-export: skipping calibration image: {error}", file=sys.stderr)
+
+        return images
+    if cfg is None:
+        raise ValueError(
+            "--precision int8 needs calibration images: pass --config (the training config, whose training "
+            "data is used) or --calibration-dir DIR (a folder of representative images)."
+        )
+    from training.train import build_datasets
+
+    train, _, _ = build_datasets(cfg)
+    return train.shuffle(256, seed=cfg.train.seed)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ipg-export", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[1:]),
+    )
+    parser.add_argument("model", help=".keras file or ipg-train run folder")
+    parser.add_argument("--format", choices=FORMATS, default="saved_model")
+    parser.add_argument("--output", required=True, help="SavedModel folder, or .tflite file")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="TFLite only")
+    parser.add_argument("--image-size", type=parse_image_size, default=None, help="N or H,W (default: training size)")
+    parser.add_argument("--config", default=None, help="training config (name or YAML) for image size and calibration")
+    parser.add_argument("--calibration-dir", default=None, help="folder of images to calibrate int8 with")
+    parser.add_argument("--num-calibration", type=int, default=100, help="int8 calibration images (default 100)")
+    parser.add_argument("--calibration-percentile", default="99.9",
+                        help="int8 activation ranges cover this percentile of calibration values; 'minmax' "
+                             "keeps TFLite's min/max ranges (default 99.9)")
+    parser.add_argument("--max-pixels", type=int, default=None, help="SavedModel serving_bytes pixel limit")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="SavedModel serving_bytes images per request")
+    args = parser.parse_args(argv)
+    if args.format == "saved_model" and args.precision != "float32":
+        parser.error("--precision applies to --format tflite only")
+
+    try:
+        model_path = resolve_model_path(args.model)
+        cfg = _find_config(model_path, args.config)
+        source = None
+        if args.format == "tflite" and args.precision == "int8":
+            source = calibration_source(cfg, args.calibration_dir)  # fails fast, before loading the model
+        from ipg_keras.export.runtime import load_keras_model
+
+        model = load_keras_model(model_path)
+        image_size = args.image_size or (
+            (cfg.data.image_size, cfg.data.image_size) if cfg is not None else None
+        )
+        if args.format == "saved_model":
+            from ipg_keras.export import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_PIXELS, export_saved_model
+
+            out = export_saved_model(model, args.output, image_size=image_size,
+                                     max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS,
+                                     max_batch_size=args.max_batch_size or DEFAULT_MAX_BATCH_SIZE)
+        else:
+            from ipg_keras.export.tflite import export_tflite
+
+            percentile = None if args.calibration_percentile.lower() == "minmax" else float(args.calibration_percentile)
+            out = export_tflite(model, args.output, precision=args.precision, image_size=image_size,
+                                representative_dataset=source, num_calibration_images=args.num_calibration,
+                                calibration_percentile=percentile)
+    except (FileNotFoundError, ValueError, TypeError) as error:
+        print(f"ipg-export: {error}", file=sys.stderr)
+        return 2
+    from ipg_keras.export import read_metadata
+
+    print(json.dumps({"output": str(out), **(read_metadata(out) or {})}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Export of detectors for deployment: SavedModel (TF Serving) and TFLite (LiteRT).
+
+Both work on any detector exposing `detect(images)` (float32 `[B, H, W, 3]`
+0..255 -> `{"boxes", "scores", "classes", "num_detections"}`), not on one
+model's internals. See `saved_model` and `tflite` for signatures and outputs,
+and `runtime` for running `.keras`, SavedModel and TFLite files alike.
+"""
+
+from ipg_keras.export.common import DEFAULT_IMAGE_SIZE, OUTPUT_NAMES, read_metadata
+from ipg_keras.export.runtime import (
+    KerasDetector,
+    ModelLoadError,
+    SavedModelDetector,
+    TFLiteDetector,
+    letterbox,
+    load_detector,
+)
+from ipg_keras.export.saved_model import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_PIXELS,
+    decode_image_checked,
+    export_saved_model,
+)
+from ipg_keras.export.tflite import PRECISIONS, export_tflite, representative_images
+
+__all__ = [
+    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_MAX_BATCH_SIZE",
+    "DEFAULT_MAX_PIXELS",
+    "KerasDetector",
+    "ModelLoadError",
+    "OUTPUT_NAMES",
+    "PRECISIONS",
+    "SavedModelDetector",
+    "TFLiteDetector",
+    "decode_image_checked",
+    "export_saved_model",
+    "export_tflite",
+    "letterbox",
+    "load_detector",
+    "read_metadata",
+    "representative_images",
+]

@@ -1,0 +1,243 @@
+"""`ipg-predict` and `ipg-export` on real files: COCO results, metrics, sliced inference, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_helpers import DATA
+from PIL import Image
+
+SIX = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """5 synthetic images (one 160 x 112, larger than the 64 px input; one JPEG), one corrupt
+    file, a COCO JSON with ids 100.. and a Pascal VOC folder for them."""
+    from ipg_keras.data import SYNTHETIC_CLASS_NAMES
+    from ipg_keras.data.synthetic import synthetic_example
+
+    root = tmp_path_factory.mktemp("predict")
+    images, voc = root / "images", root / "voc"
+    images.mkdir()
+    voc.mkdir()
+    kwargs = {k: v for k, v in DATA.items() if k != "image_size"}
+    coco = {"images": [], "annotations": [],
+            "categories": [{"id": 10 + i, "name": n} for i, n in enumerate(SYNTHETIC_CLASS_NAMES)]}
+    for i in range(5):
+        ex = synthetic_example(i, "test", image_size=160 if i == 3 else 64, **kwargs)
+        image = ex["image"][:112] if i == 3 else ex["image"]
+        keep = (ex["boxes"][:, 3] <= image.shape[0])
+        boxes, classes = ex["boxes"][keep], ex["classes"][keep]
+        name = f"img{i}.jpg" if i == 4 else f"img{i}.png"
+        Image.fromarray(image).save(images / name, quality=95)
+        coco["images"].append({"id": 100 + i, "file_name": name, "height": image.shape[0], "width": image.shape[1]})
+        root_el = ET.Element("annotation")
+        ET.SubElement(root_el, "filename").text = name
+        for box, cls in zip(boxes, classes):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            coco["annotations"].append({
+                "id": len(coco["annotations"]) + 1, "image_id": 100 + i, "category_id": 10 + int(cls),
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
+            })
+            obj = ET.SubElement(root_el, "object")
+            ET.SubElement(obj, "name").text = SYNTHETIC_CLASS_NAMES[int(cls)]
+            bb = ET.SubElement(obj, "bndbox")
+            for key, value in zip(("xmin", "ymin", "xmax", "ymax"), (x1, y1, x2, y2)):
+                ET.SubElement(bb, key).text = str(value)
+        ET.ElementTree(root_el).write(voc / f"img{i}.xml")
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+    (root / "coco.json").write_text(json.dumps(coco))
+    return root
+
+
+def _run_predict(args) -> int:
+    from ipg_keras.cli.predict import main
+
+    return main([str(a) for a in args])
+
+
+def _load(path: Path):
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def keras_predict_run(trained_model_path, image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("keras_run")
+    code = _run_predict([trained_model_path, image_folder / "images", "--output", out,
+                         "--annotations", image_folder / "coco.json", "--image-size", "64"])
+    return code, out
+
+
+def test_predict_keras_writes_coco_results_metrics_and_pngs(keras_predict_run, image_folder):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    code, out = keras_predict_run
+    assert code == 1  # one bad file: reported, the others written
+    errors = _load(out / "errors.json")
+    assert [Path(e["file"]).name for e in errors] == ["broken.png"]
+    assert "cannot read image" in errors[0]["error"]
+    assert sorted(p.name for p in (out / "visualizations").glob("*.png")) == [f"img{i}.png" for i in range(5)]
+
+    results = _load(out / "detections.json")
+    assert results and {r["image_id"] for r in results} <= {100, 101, 102, 103, 104}
+    assert {r["category_id"] for r in results} <= set(range(10, 15))  # the annotation file's categories
+    assert all(set(r) == {"image_id", "category_id", "bbox", "score"} and len(r["bbox"]) == 4 for r in results)
+    ids = {Path(k).name: v for k, v in _load(out / "images.json").items()}
+    assert ids["img0.png"] == 100 and ids["img4.jpg"] == 104
+
+    # The 160 x 112 image went through sliced inference: boxes in its own pixels, past the 64 px input.
+    big = [r["bbox"] for r in results if r["image_id"] == 103]
+    assert max(b[0] + b[2] for b in big) > 64 and max(b[0] + b[2] for b in big) <= 160
+    assert max(b[1] + b[3] for b in big) <= 112
+
+    # metrics.json = pycocotools' own evaluation of detections.json against the COCO file.
+    metrics = _load(out / "metrics.json")
+    assert set(SIX) <= set(metrics) and metrics["num_images"] == 5
+    gt = COCO(str(image_folder / "coco.json"))
+    evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    np.testing.assert_allclose([metrics[k] for k in SIX], evaluator.stats[:6], atol=2e-3)
+    assert metrics["AP50"] > 0
+
+
+def test_predict_voc_annotations_and_sorted_ids(trained_model_path, image_folder, keras_predict_run, tmp_path):
+    # Files given out of order and without a COCO file: ids are the index in sorted file order.
+    folder = image_folder / "images"
+    files = [folder / "img2.png", folder / "img0.png", folder / "img1.png"]
+    code = _run_predict([trained_model_path, *files, "--output", tmp_path, "--annotations",
+                         image_folder / "voc", "--image-size", "64", "--no-draw"])
+    assert code == 0
+    ids = {Path(k).name: v for k, v in _load(tmp_path / "images.json").items()}
+    assert ids == {"img0.png": 0, "img1.png": 1, "img2.png": 2}
+    results = _load(tmp_path / "detections.json")
+    assert {r["category_id"] for r in results} <= set(range(1, 6))  # class + 1 without a COCO file
+    metrics = _load(tmp_path / "metrics.json")
+    assert set(SIX) <= set(metrics) and metrics["num_images"] == 3
+    assert not (tmp_path / "visualizations").exists()
+
+    # Same detections as the COCO-annotated run for the same images (ids and categories differ).
+    coco_results = _load(keras_predict_run[1] / "detections.json")
+    for i in range(3):
+        ours = sorted(r["score"] for r in results if r["image_id"] == i)
+        theirs = sorted(r["score"] for r in coco_results if r["image_id"] == 100 + i)
+        np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_predict_saved_model_and_tflite_agree_with_keras(saved_model_dir, tflite_path, image_folder,
+                                                        keras_predict_run, tmp_path):
+    files = [image_folder / "images" / f"img{i}.png" for i in range(3)]
+    keras_results = [r for r in _load(keras_predict_run[1] / "detections.json") if r["image_id"] < 103]
+    for name, model in (("saved_model", saved_model_dir), ("tflite", tflite_path("float32"))):
+        out = tmp_path / name
+        code = _run_predict([model, *files, "--output", out, "--annotations", image_folder / "coco.json",
+                             "--no-draw"])
+        assert code == 0, name
+        results = _load(out / "detections.json")
+        assert len(results) == len(keras_results), name
+        key = lambda r: (r["image_id"], -r["score"], r["category_id"])  # noqa: E731
+        for got, want in zip(sorted(results, key=key), sorted(keras_results, key=key)):
+            assert got["image_id"] == want["image_id"] and got["category_id"] == want["category_id"]
+            assert abs(got["score"] - want["score"]) < 1e-3
+            np.testing.assert_allclose(got["bbox"], want["bbox"], atol=0.5)
+
+
+def test_predict_tflite_wrong_size_in_direct_mode_is_reported(tflite_path, image_folder, tmp_path, capsys):
+    folder = image_folder / "images"
+    code = _run_predict([tflite_path("float32"), folder / "img0.png", folder / "img3.png", "--output", tmp_path,
+                         "--mode", "direct", "--no-draw"])
+    assert code == 1
+    errors = _load(tmp_path / "errors.json")
+    assert [Path(e["file"]).name for e in errors] == ["img3.png"]
+    assert "takes 64x64 images" in errors[0]["error"] and "got 112x160" in errors[0]["error"]
+    assert "img3.png" in capsys.readouterr().err
+    assert {r["image_id"] for r in _load(tmp_path / "detections.json")} == {0}
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [("missing.keras", "does not exist"), ("missing_dir/", "does not exist"), ("model.txt", "Cannot tell the format"),
+     ("bad.tflite", "not a valid TFLite model"), ("bad.keras", "Cannot load the Keras model")],
+)
+def test_predict_bad_model_path_has_a_clear_message(model, message, image_folder, tmp_path, capsys):
+    (tmp_path / "model.txt").write_text("x")
+    (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer at all")
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    code = _run_predict([tmp_path / model, image_folder / "images" / "img0.png", "--output", tmp_path / "out"])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_load_detector_on_a_run_folder_uses_its_training_size(trained_model_path, tmp_path):
+    from ipg_keras.export import KerasDetector, load_detector
+
+    shutil.copy(trained_model_path, tmp_path / "model.keras")
+    (tmp_path / "config.yaml").write_text("name: tiny\ndata:\n  image_size: 64\n")
+    detector = load_detector(tmp_path)
+    assert isinstance(detector, KerasDetector) and detector.input_size == (64, 64)
+
+
+def test_predict_no_images(trained_model_path, tmp_path, capsys):
+    code = _run_predict([trained_model_path, tmp_path / "nothing_here", "--output", tmp_path / "out"])
+    assert code == 2 and "no such file or folder" in capsys.readouterr().err
+
+
+def test_export_cli_int8_calibrates_on_a_folder(trained_model_path, image_folder, tmp_path, capsys, monkeypatch):
+    """The CLI wiring for int8: run folder -> model, --calibration-dir -> readable images
+    (the broken file skipped with a message). The conversion itself is tested in test_tflite."""
+    import ipg_keras.export.tflite as tflite_module
+    from ipg_keras.cli.export import main
+
+    calls = {}
+
+    def fake_export(model, path, **kwargs):
+        calls.update(kwargs, model=model, images=list(kwargs["representative_dataset"]()))
+        Path(path).write_bytes(b"")
+        return Path(path)
+
+    monkeypatch.setattr(tflite_module, "export_tflite", fake_export)
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    shutil.copy(trained_model_path, model_dir / "model.keras")  # an ipg-train run folder
+    code = main([str(model_dir), "--format", "tflite", "--precision", "int8", "--image-size", "64",
+                 "--calibration-dir", str(image_folder / "images"), "--output", str(tmp_path / "m.tflite"),
+                 "--calibration-percentile", "99.5", "--num-calibration", "7"])
+    assert code == 0
+    assert "skipping calibration image" in capsys.readouterr().err
+    assert calls["precision"] == "int8" and calls["image_size"] == (64, 64)
+    assert calls["calibration_percentile"] == 99.5 and calls["num_calibration_images"] == 7
+    assert type(calls["model"]).__name__ == "IPGRetinaNet"
+    assert [im.shape for im in calls["images"]] == [(64, 64, 3)] * 3 + [(112, 160, 3), (64, 64, 3)]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["missing.keras", "--output", "x"], "does not exist"),
+     (["{model}", "--format", "tflite", "--precision", "int8", "--output", "x.tflite", "--image-size", "64"],
+      "needs calibration images"),
+     (["{model}", "--output", "x", "--image-size", "100"], "multiple of the model's size_multiple")],
+)
+def test_export_cli_errors(args, message, trained_model_path, tmp_path, capsys, monkeypatch):
+    from ipg_keras.cli.export import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main([a.format(model=trained_model_path) for a in args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_scripts_are_declared():
+    import tomllib
+
+    from export_helpers import REPO
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["ipg-export"] == "ipg_keras.cli.export:main"
+    assert scripts["ipg-predict"] == "ipg_keras.cli.predict:main"
