@@ -44,12 +44,26 @@ class ModelConfig:
     head_width: int = 256
     head_depth: int = 4
     head_norm: str | None = None
+    # BatchNorm during training: "train" (per-replica batch statistics, Keras'
+    # default), "sync" (statistics over the global batch, all replicas: makes a
+    # multi-replica step equal a single-device step), "frozen" (the backbone's
+    # ResNet BN layers in inference mode with fixed scale/offset, Detectron2's
+    # FrozenBN for ImageNet-pretrained backbones with few images per device).
+    batchnorm: str = "train"
     anchor_size: float = 4.0
     box_loss: str = "smooth_l1"
     box_loss_weight: float = 1.0
     score_threshold: float = 0.05
     nms_iou_threshold: float = 0.5
     max_detections: int = 100
+    # IPG-Faster R-CNN only; None keeps IPGFasterRCNN's paper default.
+    rpn_head_width: int | None = None
+    roi_head_width: int | None = None
+    num_rois: int | None = None
+    pre_nms_topk_train: int | None = None
+    post_nms_topk_train: int | None = None
+    pre_nms_topk_test: int | None = None
+    post_nms_topk_test: int | None = None
 
 
 @dataclass
@@ -78,6 +92,10 @@ class DataConfig:
     tile_overlap: float = 0.25
     min_visible: float = 0.5
     # pipeline
+    # Pad (and truncate) targets to exactly this many boxes per image: static
+    # shapes, so XLA (train.jit_compile) compiles the step once. None: pad to the
+    # largest count in each batch (100 with train.jit_compile or strategy tpu).
+    max_boxes: int | None = None
     augment: bool = True
     shuffle_buffer: int = 1024
     cache: bool = False
@@ -86,29 +104,38 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 12
-    steps_per_epoch: int | None = None
-    batch_size: int = 16  # global, over all replicas
+    steps_per_epoch: int | None = None  # None: dataset size // batch_size
+    batch_size: int = 16  # GLOBAL batch, over all replicas; each replica gets batch_size / replicas
     optimizer: str = "sgd"  # sgd | adam | adamw
-    learning_rate: float = 0.01
-    momentum: float = 0.9
+    learning_rate: float = 0.01  # peak learning rate for the global batch_size
+    momentum: float = 0.9  # sgd
+    # L2 weight decay. sgd: coupled (wd * w added to the gradient before momentum,
+    # as torch.optim.SGD in Detectron2 / mmdetection); adamw: decoupled; adam: unused.
     weight_decay: float = 1e-4
-    schedule: str = "step"  # step | cosine | constant
-    warmup_steps: int = 500
-    decay_epochs: list[int] = field(default_factory=lambda: [8, 11])
+    schedule: str = "step"  # step | cosine | constant, after the warm-up
+    warmup_steps: int = 500  # linear warm-up (optimizer steps) from warmup_factor * lr to lr
+    warmup_factor: float = 0.001
+    decay_epochs: list[int] = field(default_factory=lambda: [8, 11])  # step: lr *= decay_rate at these epochs
     decay_rate: float = 0.1
-    clipnorm: float | None = None
+    min_lr_factor: float = 0.0  # cosine: final lr = min_lr_factor * lr
+    clipnorm: float | None = None  # clip each gradient tensor's norm (of the global-batch gradient)
+    global_clipnorm: float | None = None  # clip the norm of all gradients together
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multi_worker | tpu
+    # Split the host CPU into this many logical devices before TensorFlow starts,
+    # so that strategy=mirrored has several replicas on a CPU-only machine (tests).
+    cpu_devices: int | None = None
     mixed_precision: str | None = None  # None | mixed_float16 | mixed_bfloat16
-    jit_compile: bool = False
-    checkpoint_every_steps: int | None = None
+    jit_compile: bool = False  # XLA-compile the train step
+    checkpoint_every_steps: int | None = None  # resumable checkpoint every N steps (and at each epoch end)
     max_minutes: float | None = None  # stop training cleanly after this wall time
-    verbose: int = 1
+    verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
 
 
 @dataclass
 class EvalConfig:
-    every_n_epochs: int = 0  # 0: only at the end
+    every_n_epochs: int = 0  # COCO metrics (val_AP, ...) every n epochs on the chief; 0: only at the end
+    at_end: bool = True  # COCO metrics and a detection PNG after training (metrics.json has the AP keys)
     max_images: int | None = None
     batch_size: int = 8
     num_visualized: int = 8
@@ -242,14 +269,16 @@ def load_config(name_or_path: str | Path | None = None, overrides: list[str] | N
 
 def validate(config: ExperimentConfig) -> None:
     """Checks values that types alone do not catch, naming the key."""
+    m, t = config.model, config.train
     choices = {
-        "model.type": (config.model.type, ("retinanet", "faster_rcnn")),
-        "model.backbone": (config.model.backbone, ("resnet18", "resnet34", "resnet50", "resnet101")),
+        "model.type": (m.type, ("retinanet", "faster_rcnn")),
+        "model.backbone": (m.backbone, ("resnet18", "resnet34", "resnet50", "resnet101")),
+        "model.batchnorm": (m.batchnorm, ("train", "sync", "frozen")),
         "data.source": (config.data.source, ("synthetic", "tfds", "coco_json", "pascal_voc")),
-        "train.optimizer": (config.train.optimizer, ("sgd", "adam", "adamw")),
-        "train.schedule": (config.train.schedule, ("step", "cosine", "constant")),
-        "train.strategy": (config.train.strategy, ("default", "mirrored", "multi_worker", "tpu")),
-        "train.mixed_precision": (config.train.mixed_precision, (None, "mixed_float16", "mixed_bfloat16")),
+        "train.optimizer": (t.optimizer, ("sgd", "adam", "adamw")),
+        "train.schedule": (t.schedule, ("step", "cosine", "constant")),
+        "train.strategy": (t.strategy, ("default", "mirrored", "multi_worker", "tpu")),
+        "train.mixed_precision": (t.mixed_precision, (None, "mixed_float16", "mixed_bfloat16")),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -257,14 +286,59 @@ def validate(config: ExperimentConfig) -> None:
     for prec in config.export.tflite:
         if prec not in ("float32", "float16", "dynamic_int8", "int8"):
             raise ConfigError(f"Config key 'export.tflite': {prec!r} is not float32|float16|dynamic_int8|int8.")
-    multiple = 2**config.model.max_level
+    multiple = 2**m.max_level
     if config.data.image_size % multiple:
         raise ConfigError(
             f"Config key 'data.image_size': {config.data.image_size} must be a multiple of {multiple} "
             f"(2**model.max_level)."
         )
-    if config.train.batch_size < 1 or config.train.epochs < 1:
+    if t.batch_size < 1 or t.epochs < 1:
         raise ConfigError("Config keys 'train.batch_size' and 'train.epochs' must be >= 1.")
+
+    def check(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            raise ConfigError(f"Config key {key!r}: {value!r} {rule}.")
+
+    check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
+    check(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
+    check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")
+    check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
+    check(0 < t.warmup_factor <= 1, "train.warmup_factor", t.warmup_factor, "must be in (0, 1]")
+    check(0 < t.decay_rate <= 1, "train.decay_rate", t.decay_rate, "must be in (0, 1]")
+    check(0 <= t.min_lr_factor <= 1, "train.min_lr_factor", t.min_lr_factor, "must be in [0, 1]")
+    check(all(e >= 1 for e in t.decay_epochs) and t.decay_epochs == sorted(set(t.decay_epochs)),
+          "train.decay_epochs", t.decay_epochs, "must be increasing epoch numbers >= 1")
+    for key in ("clipnorm", "global_clipnorm", "max_minutes"):
+        value = getattr(t, key)
+        check(value is None or value > 0, f"train.{key}", value, "must be > 0 or null")
+    if t.clipnorm is not None and t.global_clipnorm is not None:
+        raise ConfigError("Config keys 'train.clipnorm' and 'train.global_clipnorm': set at most one of them.")
+    for key in ("steps_per_epoch", "checkpoint_every_steps", "cpu_devices"):
+        value = getattr(t, key)
+        check(value is None or value >= 1, f"train.{key}", value, "must be >= 1 or null")
+    check(config.data.max_boxes is None or config.data.max_boxes >= 1, "data.max_boxes", config.data.max_boxes,
+          "must be >= 1 or null")
+    if t.strategy == "mirrored" and t.cpu_devices:
+        check(t.batch_size % t.cpu_devices == 0, "train.batch_size", t.batch_size,
+              f"(the global batch) is not divisible by train.cpu_devices={t.cpu_devices} replicas")
+    check(config.eval.every_n_epochs >= 0, "eval.every_n_epochs", config.eval.every_n_epochs, "must be >= 0")
+    check(config.eval.batch_size >= 1, "eval.batch_size", config.eval.batch_size, "must be >= 1")
+
+
+def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:
+    """`train.batch_size` is the global batch: each replica gets `global / num_replicas`.
+
+    Raises a ConfigError naming the key when the global batch does not split evenly.
+    """
+    if num_replicas < 1:
+        raise ValueError(f"num_replicas must be >= 1, got {num_replicas}.")
+    if global_batch_size % num_replicas:
+        raise ConfigError(
+            f"Config key 'train.batch_size': the global batch {global_batch_size} is not divisible by the "
+            f"{num_replicas} replicas of the distribution strategy; use a multiple of {num_replicas} "
+            f"(e.g. --set train.batch_size={num_replicas * max(1, global_batch_size // num_replicas)})."
+        )
+    return global_batch_size // num_replicas
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
