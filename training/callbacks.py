@@ -29,6 +29,8 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from ipg_keras.evaluation import COCOMetricsCallback
+
 log = logging.getLogger("ipg_keras.train")
 
 # COCO summary metrics added to the epoch logs as val_<name>.
@@ -226,7 +228,7 @@ def make_predict_fn(model: keras.Model) -> Callable[[Any], dict]:
     return predict
 
 
-class ChiefCOCOMetrics(keras.callbacks.Callback):
+class ChiefCOCOMetrics(COCOMetricsCallback):
     """COCO metrics on the validation set every `every_n_epochs` epochs, on the chief only.
 
     Adds `val_AP`, `val_AP50`, ... to the epoch logs (so callbacks after this
@@ -235,30 +237,18 @@ class ChiefCOCOMetrics(keras.callbacks.Callback):
 
     def __init__(self, dataset, every_n_epochs: int, predict_fn: Callable, worker: WorkerContext,
                  num_classes: int | None = None, class_names=None, prefix: str = "val_"):
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs={every_n_epochs} must be >= 1.")
-        self.dataset = dataset
-        self.every_n_epochs = every_n_epochs
-        self.predict_fn = predict_fn
+        super().__init__(dataset, every_n_epochs=every_n_epochs, prefix=prefix, num_classes=num_classes,
+                         class_names=class_names, predict_fn=predict_fn)
         self.worker = worker
-        self.num_classes = num_classes
-        self.class_names = class_names
-        self.prefix = prefix
-        self.history: list[tuple[int, dict[str, float]]] = []
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every_n_epochs or not self.worker.is_chief:
+        if not self.worker.is_chief:
             return
-        from ipg_keras.evaluation import evaluate_model
-
-        metrics = evaluate_model(self.model, self.dataset, verbose=False, num_classes=self.num_classes,
-                                 class_names=self.class_names, predict_fn=self.predict_fn)
-        self.history.append((epoch, metrics))
-        if logs is not None:
-            logs.update({f"{self.prefix}{k}": float(v) for k, v in metrics.items()})
-        log.info("epoch %d: %s", epoch + 1,
-                 " ".join(f"{self.prefix}{k}={metrics[k]:.4f}" for k in SUMMARY_METRICS if k in metrics))
+        super().on_epoch_end(epoch, logs)
+        if self.history and self.history[-1][0] == epoch:
+            metrics = self.history[-1][1]
+            log.info("epoch %d: %s", epoch + 1,
+                     " ".join(f"{self.prefix}{k}={metrics[k]:.4f}" for k in SUMMARY_METRICS if k in metrics))
 
 
 def save_model_file(model: keras.Model, path: str | Path) -> None:

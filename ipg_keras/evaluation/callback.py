@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import keras
@@ -24,7 +24,7 @@ class COCOMetricsCallback(keras.callbacks.Callback):
     def __init__(self, dataset: Iterable[Any], every_n_epochs: int = 1, prefix: str = "val_",
                  max_batches: int | None = None, num_classes: int | None = None,
                  class_names: Sequence[str] | None = None, per_class: bool = False,
-                 verbose: int = 0) -> None:
+                 verbose: int = 0, predict_fn: Callable[[Any], Any] | None = None) -> None:
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"COCOMetricsCallback: every_n_epochs={every_n_epochs} must be >= 1.")
@@ -36,6 +36,7 @@ class COCOMetricsCallback(keras.callbacks.Callback):
         self.class_names = class_names
         self.per_class = per_class
         self.verbose = verbose
+        self.predict_fn = predict_fn
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -44,6 +45,7 @@ class COCOMetricsCallback(keras.callbacks.Callback):
         metrics = evaluate_model(
             self.model, self.dataset, max_batches=self.max_batches, verbose=self.verbose > 1,
             num_classes=self.num_classes, class_names=self.class_names, per_class=self.per_class,
+            predict_fn=self.predict_fn,
         )
         self.history.append((epoch, metrics))
         if logs is not None:

@@ -9,6 +9,7 @@ import tensorflow as tf
 from keras import ops
 
 from ipg_keras.backbones import BACKBONES, IPGResNet, build_backbone
+from ipg_keras.models.targets import replica_count
 from ipg_keras.ops.boxes import clip_boxes
 
 
@@ -74,6 +75,21 @@ class Detector(keras.Model):
 
     def decode_predictions(self, raw, images):
         raise NotImplementedError
+
+    def _track_and_sum(self, terms):
+        """Total loss of `(value, tracker, weight)` terms, plus regularisation losses.
+
+        Trackers show the global-batch value, as Keras' own loss tracker does
+        (each replica's value is its share of the global-batch loss).
+        """
+        replicas = float(replica_count())
+        total = 0.0
+        for value, tracker, weight in terms:
+            tracker.update_state(value * replicas)
+            total = total + weight * value
+        if self.losses:
+            total = total + ops.sum(self.losses) / replicas
+        return total
 
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data

@@ -16,7 +16,7 @@ from ipg_keras.models.matching import match_anchors
 from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.roi_align import multilevel_roi_align
 from ipg_keras.models.sampling import gather_sampled, sample_balanced
-from ipg_keras.models.targets import global_positive_count, replica_count, unpack_targets
+from ipg_keras.models.targets import global_positive_count, unpack_targets
 from ipg_keras.ops.boxes import BoxCoder, clip_boxes
 from ipg_keras.ops.nms import batched_class_aware_nms
 
@@ -468,16 +468,12 @@ class IPGFasterRCNN(Detector):
         box = ops.sum(smooth_l1_loss(box_targets, chosen, beta), axis=-1)
         box_loss = ops.sum(box * roi_positive) / num_rois
 
-        # Trackers show the global-batch value, as Keras' own loss tracker does.
-        replicas = float(replica_count())
-        self.rpn_cls_loss_tracker.update_state(rpn_cls_loss * replicas)
-        self.rpn_box_loss_tracker.update_state(rpn_box_loss * replicas)
-        self.cls_loss_tracker.update_state(cls_loss * replicas)
-        self.box_loss_tracker.update_state(box_loss * replicas)
-        total = rpn_cls_loss + rpn_box_loss + cls_loss + box_loss
-        if self.losses:
-            total = total + ops.sum(self.losses) / replicas
-        return total
+        return self._track_and_sum([
+            (rpn_cls_loss, self.rpn_cls_loss_tracker, 1.0),
+            (rpn_box_loss, self.rpn_box_loss_tracker, 1.0),
+            (cls_loss, self.cls_loss_tracker, 1.0),
+            (box_loss, self.box_loss_tracker, 1.0),
+        ])
 
     # ---------------------------------------------------------------- inference
     def decode_predictions(self, raw, images):

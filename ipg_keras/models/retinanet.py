@@ -14,7 +14,7 @@ from ipg_keras.models.anchors import AnchorGenerator
 from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.losses import giou_loss, sigmoid_focal_loss, smooth_l1_loss
 from ipg_keras.models.matching import match_anchors
-from ipg_keras.models.targets import global_positive_count, replica_count, unpack_targets
+from ipg_keras.models.targets import global_positive_count, unpack_targets
 from ipg_keras.ops.boxes import BoxCoder, clip_boxes
 from ipg_keras.ops.nms import batched_class_aware_nms
 
@@ -170,14 +170,9 @@ class IPGRetinaNet(Detector):
             per_anchor = ops.sum(smooth_l1_loss(encoded, y_pred["box"], cfg["smooth_l1_beta"]), axis=-1)
         box_loss = ops.sum(per_anchor * pos_weight) / num_positive
 
-        # Trackers show the global-batch value, as Keras' own loss tracker does.
-        replicas = float(replica_count())
-        self.cls_loss_tracker.update_state(cls_loss * replicas)
-        self.box_loss_tracker.update_state(box_loss * replicas)
-        total = cls_loss + cfg["box_loss_weight"] * box_loss
-        if self.losses:
-            total = total + ops.sum(self.losses) / replicas
-        return total
+        return self._track_and_sum(
+            [(cls_loss, self.cls_loss_tracker, 1.0), (box_loss, self.box_loss_tracker, cfg["box_loss_weight"])]
+        )
 
     # ---------------------------------------------------------------- inference
     def decode_predictions(self, raw, images):
