@@ -25,9 +25,15 @@ At the end `<out>/<tag>/summary.json`, `summary.md` (mean and standard
 deviation over seeds of AP, AP50, APs per arm, and the paired IPG - baseline
 difference) and `summary.png` are written from all run JSONs.
 
-Schedules (`--tag full`, the defaults): synthetic 8 epochs x 250 steps of batch 8
-(the main job's schedule, without its wall-clock limit, so both arms train
-exactly the same number of steps); trees 30 epochs over the tiles at batch 8.
+Schedules (`--tag full`, the defaults) are sized so that the whole study (12
+runs) takes about 1.5 hours on 2 idle CPU cores: synthetic 4 epochs x 250 steps
+of batch 8 (half the main job's epochs, no wall-clock limit, so both arms train
+exactly the same number of steps); trees 20 epochs over the 156 tiles at batch 8
+(380 steps). `--epochs` runs a longer (or shorter) study under another `--tag`.
+
+`--save-models` keeps every run's `model.keras` and `config.yaml` in
+`<out>/<tag>/models/<run>/` (an `ipg-train`-style run folder, so
+`benchmarks/export_tflite.py --model` and `ipg-export` take it).
 """
 
 from __future__ import annotations
@@ -51,11 +57,11 @@ BASE_CONFIG = "synthetic_retinanet_cpu"
 # Per dataset: the full schedule, and the --quick one (smoke test only: numbers mean nothing).
 SCHEDULES = {
     "synthetic": {
-        "full": dict(num_train_images=2000, num_val_images=200, epochs=8, batch_size=8, steps_per_epoch=None),
+        "full": dict(num_train_images=2000, num_val_images=200, epochs=4, batch_size=8, steps_per_epoch=None),
         "quick": dict(num_train_images=16, num_val_images=8, epochs=1, batch_size=4, steps_per_epoch=2),
     },
     "trees": {
-        "full": dict(epochs=30, batch_size=8, steps_per_epoch=None, tile_size=256, tile_overlap=64),
+        "full": dict(epochs=20, batch_size=8, steps_per_epoch=None, tile_size=256, tile_overlap=64),
         "quick": dict(epochs=1, batch_size=4, steps_per_epoch=2, tile_size=256, tile_overlap=64),
     },
 }
@@ -107,7 +113,7 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def train_and_evaluate(settings: dict, base_cfg, verbose: int) -> dict[str, Any]:
+def train_and_evaluate(settings: dict, base_cfg, verbose: int, save_dir: Path | None = None) -> dict[str, Any]:
     """Trains one arm with one seed and returns its COCO metrics (and timings)."""
     import keras
     import tensorflow as tf
@@ -140,6 +146,16 @@ def train_and_evaluate(settings: dict, base_cfg, verbose: int) -> dict[str, Any]
     t0 = time.time()
     history = model.fit(train_ds, epochs=s["epochs"], steps_per_epoch=steps, verbose=verbose)
     train_seconds = time.time() - t0
+
+    if save_dir is not None:
+        from training.callbacks import save_model_file
+        from training.config import save_config
+
+        save_dir.mkdir(parents=True, exist_ok=True)
+        if dataset == "synthetic":  # the run folder's config then rebuilds the same data
+            cfg.data.num_train_images, cfg.data.num_val_images = s["num_train_images"], s["num_val_images"]
+        save_config(cfg, save_dir / "config.yaml")
+        save_model_file(model, save_dir / "model.keras")
 
     detect = tf.function(model.detect, reduce_retracing=True, jit_compile=False)
 
@@ -250,6 +266,7 @@ def parse_args(argv=None):
     parser.add_argument("--tag", default=None, help="results subfolder (default: full, or quick with --quick)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ipg_study"))
     parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
+    parser.add_argument("--save-models", action="store_true", help="keep each run's model.keras + config.yaml")
     args = parser.parse_args(argv)
     args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -297,7 +314,8 @@ def main(argv=None) -> int:
                     continue
                 print(f"=== {dataset} {arm} seed {seed} ({args.tag}) ===", flush=True)
                 t0 = time.time()
-                metrics = train_and_evaluate(settings, base_cfg, args.verbose)
+                save_dir = root / "models" / path.stem if args.save_models else None
+                metrics = train_and_evaluate(settings, base_cfg, args.verbose, save_dir)
                 record = {"settings": settings, "settings_hash": settings_hash(settings), "tag": args.tag,
                           "metrics": metrics, "wall_seconds": round(time.time() - t0, 1), "machine": machine,
                           "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}

@@ -32,6 +32,7 @@ that loss; ``calibration_percentile=None`` keeps TFLite's min/max.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -51,6 +52,7 @@ from ipg_keras.export.common import (
     tracked_variables,
     write_metadata,
 )
+from ipg_keras.models.detector import POSTPROCESS_SCOPE
 
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
 DEFAULT_CALIBRATION_IMAGES = 100
@@ -165,19 +167,53 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
-def _convert_int8(converter, representative: Callable[[], Iterator[list[np.ndarray]]], percentile: float | None) -> bytes:
+def postprocess_tensors(model_content: bytes) -> list[str]:
+    """Names of the tensors made by the detector's post-processing (`POSTPROCESS_SCOPE`) ops."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_content))
+    marker = POSTPROCESS_SCOPE + "/"
+    names = []
+    for tensor in model.subgraphs[0].tensors:
+        name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name or "")
+        if marker in name:
+            names.append(name)
+    return names
+
+
+def _convert_int8(converter, representative: Callable[[], Iterator[list[np.ndarray]]], percentile: float | None,
+                  float_postprocess: bool) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
-    if percentile is None or percentile >= 100:
+    if (percentile is None or percentile >= 100) and not float_postprocess:
         return converter.convert()
-    # Calibrate only (float model + min/max), narrow the ranges, then quantize:
-    # the steps TFLite's own QuantizationDebugger takes for selective quantization.
+    # Calibrate only (float model + min/max), adjust, then quantize: the steps
+    # TFLite's own QuantizationDebugger takes for selective quantization.
     from tensorflow.lite.python import convert as tflite_convert
 
     converter._experimental_calibrate_only = True  # noqa: SLF001 - no public hook between the two steps
     calibrated = converter.convert()
-    narrowed = narrow_activation_ranges(calibrated, representative(), percentile)
-    return tflite_convert.mlir_quantize(narrowed, fully_quantize=False)
+    if percentile is not None and percentile < 100:
+        calibrated = narrow_activation_ranges(calibrated, representative(), percentile)
+    denylisted = postprocess_tensors(calibrated) if float_postprocess else []
+    return tflite_convert.mlir_quantize(calibrated, fully_quantize=False, denylisted_nodes=denylisted or None)
+
+
+@contextlib.contextmanager
+def builtin_ops_variant(model: Any):
+    """While tracing for TFLite, a detector with a TF-only op uses its builtin-op variant.
+
+    Faster R-CNN's RoIAlign switches from `CropAndResize` + `DynamicPartition`
+    (no LiteRT kernels) to gathers (`roi_align_method="gather"`, same values).
+    """
+    previous = getattr(model, "roi_align_method", None)
+    if previous is not None:
+        model.roi_align_method = "gather"
+    try:
+        yield model
+    finally:
+        if previous is not None:
+            model.roi_align_method = previous
 
 
 class _TFLiteModule(tf.Module):
@@ -205,6 +241,7 @@ def export_tflite(
     representative_dataset: Any = None,
     num_calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     calibration_percentile: float | None = DEFAULT_CALIBRATION_PERCENTILE,
+    float_postprocess: bool = True,
 ) -> Path:
     """Converts a detector to a TFLite flatbuffer at `path` (e.g. `model.tflite`); returns the path.
 
@@ -220,6 +257,10 @@ def export_tflite(
         num_calibration_images: how many images calibrate `int8`.
         calibration_percentile: `int8` activation ranges cover this percentile of
             the calibration values (see the module docstring); None: TFLite's min/max.
+        float_postprocess: `int8` keeps box decoding, score sigmoid/softmax and
+            NMS (and Faster R-CNN's proposal generation) in float; the network
+            itself (backbone, FPN, heads) runs in int8. With 8 bits, box
+            coordinates over a 512-px image would have 2-px steps.
 
     The model takes uint8 `images` `[1, H, W, 3]` and returns `boxes` `[1, D, 4]`
     (xyxy input pixels), `scores`, `classes`, `num_detections`; see the module docstring.
@@ -235,8 +276,8 @@ def export_tflite(
         )
     size = resolve_image_size(model, image_size)
     path = Path(path)
-    module = _TFLiteModule(model, size)
-    with tempfile.TemporaryDirectory(prefix="ipg_tflite_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="ipg_tflite_") as tmp, builtin_ops_variant(model):
+        module = _TFLiteModule(model, size)
         # Converting from a SavedModel keeps the signature (named inputs/outputs).
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
@@ -247,7 +288,7 @@ def export_tflite(
             converter.target_spec.supported_types = [tf.float16]
         if precision == "int8":
             representative = representative_images(representative_dataset, size, num_calibration_images)
-            flatbuffer = _convert_int8(converter, representative, calibration_percentile)
+            flatbuffer = _convert_int8(converter, representative, calibration_percentile, float_postprocess)
         else:
             flatbuffer = converter.convert()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +298,8 @@ def export_tflite(
         {
             "format": "tflite",
             "precision": precision,
-            **({"calibration_percentile": calibration_percentile} if precision == "int8" else {}),
+            **({"calibration_percentile": calibration_percentile, "float_postprocess": bool(float_postprocess)}
+               if precision == "int8" else {}),
             "image_size": list(size),
             "input": {"images": f"uint8 [1, {size[0]}, {size[1]}, 3] RGB, letterboxed (pad bottom/right)"},
             "outputs": {

@@ -12,6 +12,10 @@ from ipg_keras.backbones import BACKBONES, IPGResNet, build_backbone
 from ipg_keras.models.targets import replica_count
 from ipg_keras.ops.boxes import clip_boxes
 
+# Name scope of the box decoding / NMS ops: a full-int8 TFLite export keeps the
+# ops of this scope in float (box coordinates and scores need more than 8 bits).
+POSTPROCESS_SCOPE = "postprocess"
+
 
 def check_images(images, multiple: int):
     """Raises a clear error for images that are not `[B, H, W, 3]` or not divisible by `multiple`."""
@@ -115,10 +119,11 @@ class Detector(keras.Model):
         padded = tf.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         padded = tf.ensure_shape(padded, [None, None, None, 3])
         raw = self(padded, training=False)
-        detections = self.decode_predictions(raw, padded)
-        detections["boxes"] = clip_boxes(
-            detections["boxes"], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
-        )
+        with tf.name_scope(POSTPROCESS_SCOPE):
+            detections = self.decode_predictions(raw, padded)
+            detections["boxes"] = clip_boxes(
+                detections["boxes"], ops.cast(shape[1], "float32"), ops.cast(shape[2], "float32")
+            )
         return detections
 
     def get_config(self):

@@ -13,7 +13,7 @@ from ipg_keras.layers import FeaturePyramid, PredictionHead
 from ipg_keras.models.anchors import AnchorGenerator
 from ipg_keras.models.losses import smooth_l1_loss
 from ipg_keras.models.matching import match_anchors
-from ipg_keras.models.detector import Detector, check_images
+from ipg_keras.models.detector import POSTPROCESS_SCOPE, Detector, check_images
 from ipg_keras.models.roi_align import multilevel_roi_align
 from ipg_keras.models.sampling import gather_sampled, sample_balanced
 from ipg_keras.models.targets import global_positive_count, unpack_targets
@@ -220,6 +220,9 @@ class IPGFasterRCNN(Detector):
         box_coder_weights: box head deltas' weights (10, 10, 5, 5); the RPN uses (1, 1, 1, 1).
         smooth_l1_beta: smooth-L1 beta of both box losses (1/9, as torchvision).
         score_threshold, nms_iou_threshold, max_detections: inference (0.05, 0.5 per class, 100).
+        roi_align_method: `"crop_and_resize"` (TensorFlow's fused kernel, fast to
+            train) or `"gather"` (builtin ops only; the TFLite export switches to
+            it while tracing). Same values either way.
     """
 
     def __init__(
@@ -254,6 +257,7 @@ class IPGFasterRCNN(Detector):
         score_threshold: float = 0.05,
         nms_iou_threshold: float = 0.5,
         max_detections: int = 100,
+        roi_align_method: str = "crop_and_resize",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -273,6 +277,9 @@ class IPGFasterRCNN(Detector):
             raise ValueError(
                 f"rpn_negative_iou ({rpn_negative_iou}) must not exceed rpn_positive_iou ({rpn_positive_iou})."
             )
+        if roi_align_method not in ("crop_and_resize", "gather"):
+            raise ValueError(f"roi_align_method must be 'crop_and_resize' or 'gather', got {roi_align_method!r}.")
+        self.roi_align_method = str(roi_align_method)
         if len(tuple(box_coder_weights)) != 4:
             raise ValueError(f"box_coder_weights needs 4 values (wx, wy, ww, wh), got {box_coder_weights!r}.")
         self._init_backbone(num_classes, backbone, ipg, backbone_weights, backbone_kwargs)
@@ -346,6 +353,9 @@ class IPGFasterRCNN(Detector):
         self.box_head.build((None, None, size, size, channels))
         self.built = True
 
+    def get_config(self):
+        return {**super().get_config(), "roi_align_method": self.roi_align_method}
+
     # ------------------------------------------------------------------ forward
     def call(self, images, training=None):
         check_images(images, self.size_multiple)
@@ -354,7 +364,8 @@ class IPGFasterRCNN(Detector):
         pyramid = self.fpn(features)
         rpn = ops.cast(self.rpn_head([pyramid[f"P{l}"] for l in range(self.min_level, self.max_level + 1)]), "float32")
         rpn_cls, rpn_box = rpn[..., 0], rpn[..., 1:]
-        proposals, scores, num_proposals = self.generate_proposals(rpn_cls, rpn_box, images, training)
+        with tf.name_scope(POSTPROCESS_SCOPE):
+            proposals, scores, num_proposals = self.generate_proposals(rpn_cls, rpn_box, images, training)
         outputs = {
             "rpn_cls": rpn_cls,
             "rpn_box": rpn_box,
@@ -421,6 +432,7 @@ class IPGFasterRCNN(Detector):
             sampling_ratio=cfg["roi_sampling_ratio"],
             min_level=ROI_LEVELS[0],
             max_level=ROI_LEVELS[1],
+            method=self.roi_align_method,
         )
         logits, deltas = self.box_head(pooled)
         return ops.cast(logits, "float32"), ops.cast(deltas, "float32")

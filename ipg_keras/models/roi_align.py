@@ -110,6 +110,64 @@ def fpn_levels(
     return tf.cast(level, tf.int32)
 
 
+def _axis_samples(start, length, n: int, size):
+    """Bilinear corners of `n` evenly spaced samples per RoI along one axis (torchvision's rule).
+
+    Sample `k` sits at `start + (k + 0.5) * length / n`. A sample more than one
+    pixel outside `[0, size - 1]` is dropped (weight 0); one within a pixel of the
+    border takes the border value.
+
+    Args:
+        start, length: `[N]` RoI start and extent in feature pixels; size: `[N]` map size (float).
+    Returns:
+        `(low, high)` int32 `[N, n]` and `(w_low, w_high)` float32 `[N, n]` (zero outside).
+    """
+    k = (tf.range(n, dtype=tf.float32) + 0.5) / float(n)
+    coord = start[:, None] + k[None, :] * length[:, None]
+    size = size[:, None]
+    inside = tf.cast((coord >= -1.0) & (coord <= size), tf.float32)
+    coord = tf.maximum(coord, 0.0)
+    low = tf.floor(coord)
+    at_end = low >= size - 1.0
+    low = tf.where(at_end, size - 1.0, low)
+    high = tf.where(at_end, low, low + 1.0)
+    frac = tf.where(at_end, 0.0, coord - low)
+    return tf.cast(low, tf.int32), tf.cast(high, tf.int32), (1.0 - frac) * inside, frac * inside
+
+
+def gather_roi_align(table, base, heights, widths, boxes, output_size: int = 7, sampling_ratio: int = 2):
+    """RoIAlign by gathering from a flat `[T, C]` table of feature pixels: TFLite builtins only.
+
+    Box `n` reads the `[heights[n], widths[n]]` map whose pixel `(y, x)` is row
+    `base[n] + y * widths[n] + x` of `table`: several images and FPN levels
+    share one table, so every box reads its own image and level in one gather,
+    without `CropAndResize` or `DynamicPartition`/`DynamicStitch`, which LiteRT lacks.
+
+    Args:
+        table: `[T, C]` float32; base, heights, widths: `[N]` int32.
+        boxes: `[N, 4]` xyxy in feature pixels, already shifted by the aligned offset.
+    Returns:
+        `[N, output_size, output_size, C]` float32.
+    """
+    n = int(output_size) * int(sampling_ratio)
+    h = tf.cast(heights, tf.float32)
+    w = tf.cast(widths, tf.float32)
+    y_low, y_high, wy_low, wy_high = _axis_samples(boxes[:, 1], boxes[:, 3] - boxes[:, 1], n, h)
+    x_low, x_high, wx_low, wx_high = _axis_samples(boxes[:, 0], boxes[:, 2] - boxes[:, 0], n, w)
+    base = base[:, None, None]
+    row = widths[:, None, None]
+    value = 0.0
+    for y, wy in ((y_low, wy_low), (y_high, wy_high)):
+        for x, wx in ((x_low, wx_low), (x_high, wx_high)):
+            index = base + y[:, :, None] * row + x[:, None, :]  # [N, n, n]
+            weight = wy[:, :, None] * wx[:, None, :]
+            value = value + weight[..., None] * tf.gather(table, index)
+    channels = table.shape[-1] if table.shape[-1] is not None else tf.shape(table)[-1]
+    # Every output bin averages its sampling_ratio x sampling_ratio samples.
+    value = tf.reshape(value, [-1, output_size, sampling_ratio, output_size, sampling_ratio, channels])
+    return tf.reduce_mean(value, axis=[2, 4])
+
+
 def multilevel_roi_align(
     features: Mapping[int, tf.Tensor],
     boxes,
@@ -118,15 +176,24 @@ def multilevel_roi_align(
     min_level: int = 2,
     max_level: int = 5,
     aligned: bool = True,
+    method: str = "crop_and_resize",
 ):
     """RoIAlign of every box on the FPN level its size selects (`fpn_levels`).
 
     Args:
         features: `{level: [B, H / 2**level, W / 2**level, C]}` for `min_level..max_level`.
         boxes: `[B, R, 4]` xyxy boxes in image pixels.
+        method: `"crop_and_resize"` (TensorFlow's fused kernel; boxes partitioned
+            by level) or `"gather"` (`gather_roi_align`: builtin ops only, what the
+            TFLite export traces). Both compute the same values.
     Returns:
         `[B, R, output_size, output_size, C]` float32.
     """
+    if method not in ("crop_and_resize", "gather"):
+        raise ValueError(f"multilevel_roi_align method must be 'crop_and_resize' or 'gather', got {method!r}.")
+    for level in range(min_level, max_level + 1):
+        if level not in features:
+            raise ValueError(f"multilevel_roi_align needs feature level {level}; got levels {sorted(features)}.")
     boxes = tf.cast(boxes, tf.float32)
     shape = tf.shape(boxes)
     batch, rois = shape[0], shape[1]
@@ -134,6 +201,25 @@ def multilevel_roi_align(
     image_index = tf.reshape(tf.repeat(tf.range(batch), rois), [-1])
     levels = fpn_levels(flat, min_level, max_level) - min_level
     num_levels = max_level - min_level + 1
+    channels = features[min_level].shape[-1]
+    out_shape = [batch, rois, output_size, output_size, channels if channels is not None else -1]
+    if method == "gather":
+        maps = [tf.cast(features[level], tf.float32) for level in range(min_level, max_level + 1)]
+        sizes = [tf.shape(m) for m in maps]
+        table = tf.concat([tf.reshape(m, [-1, m.shape[-1] if m.shape[-1] is not None else tf.shape(m)[-1]])
+                           for m in maps], axis=0)
+        pixels = tf.stack([s[1] * s[2] for s in sizes])
+        starts = tf.concat([[0], tf.cumsum(tf.stack([s[0] for s in sizes]) * pixels)[:-1]], axis=0)
+        heights = tf.gather(tf.stack([s[1] for s in sizes]), levels)
+        widths = tf.gather(tf.stack([s[2] for s in sizes]), levels)
+        base = tf.gather(starts, levels) + image_index * tf.gather(pixels, levels)
+        scale = tf.gather(tf.constant([2.0**-l for l in range(min_level, max_level + 1)]), levels)
+        scaled = flat * scale[:, None] - (0.5 if aligned else 0.0)
+        if not aligned:  # the original Mask R-CNN RoIAlign: RoIs at least 1 x 1 feature pixel
+            size = tf.maximum(scaled[:, 2:] - scaled[:, :2], 1.0)
+            scaled = tf.concat([scaled[:, :2], scaled[:, :2] + size], axis=1)
+        pooled = gather_roi_align(table, base, heights, widths, scaled, output_size, sampling_ratio)
+        return tf.reshape(pooled, out_shape)
     # Each box is pooled once, on its own level: partition the boxes by level,
     # pool every part and stitch the results back into the original order.
     part_boxes = tf.dynamic_partition(flat, levels, num_levels)
@@ -141,12 +227,9 @@ def multilevel_roi_align(
     part_positions = tf.dynamic_partition(tf.range(tf.shape(flat)[0]), levels, num_levels)
     pooled = []
     for i, level in enumerate(range(min_level, max_level + 1)):
-        if level not in features:
-            raise ValueError(f"multilevel_roi_align needs feature level {level}; got levels {sorted(features)}.")
         pooled.append(
             roi_align(features[level], part_boxes[i], part_images[i], 1.0 / 2**level, output_size,
                       sampling_ratio, aligned)
         )
     merged = tf.dynamic_stitch(part_positions, pooled)
-    channels = features[min_level].shape[-1]
-    return tf.reshape(merged, [batch, rois, output_size, output_size, channels if channels is not None else -1])
+    return tf.reshape(merged, out_shape)

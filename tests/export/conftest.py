@@ -1,9 +1,12 @@
-"""Shared fixtures of the export tests: one tiny IPG-RetinaNet briefly trained on synthetic data.
+"""Shared fixtures of the export tests: a tiny detector briefly trained on synthetic data.
 
-Training it (~1 minute on 2 CPU cores) makes COCO AP meaningful, so that exported
-models can be compared with Keras on accuracy, not only on raw numbers. The
-trained weights are kept in pytest's cache (keyed by the recipe and the
-TF/Keras versions), so later runs on the same machine skip the training.
+The `detector` fixture picks which: `"retinanet"` (the default) or
+`"faster_rcnn"`; `test_saved_model.py` and `test_tflite.py` run every check for
+both (`pytestmark` parametrizes `detector` indirectly). Training (~1-2 minutes
+each on 2 CPU cores) makes COCO AP meaningful, so that exported models can be
+compared with Keras on accuracy, not only on raw numbers. The trained weights
+are kept in pytest's cache (keyed by the recipe and the TF/Keras versions), so
+later runs on the same machine skip the training.
 """
 
 from __future__ import annotations
@@ -20,54 +23,70 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # export_helpers
 
 from export_helpers import DATA, IMAGE_SIZE, SAVED_MODEL_MAX_PIXELS  # noqa: E402
 
-MODEL = dict(
-    backbone="resnet18", fpn_channels=16, head_width=16, head_depth=1, max_level=5, anchor_size=2.0,
-    backbone_kwargs={"width_multiplier": 0.25, "ipg_width": 8},
-)
-TRAIN = dict(steps=200, batch_size=16, learning_rate=3e-3, num_train_images=512, seed=0)
+DETECTORS = ("retinanet", "faster_rcnn")
+BACKBONE = dict(backbone="resnet18", backbone_kwargs={"width_multiplier": 0.25, "ipg_width": 8}, fpn_channels=16)
+MODELS = {
+    "retinanet": dict(**BACKBONE, head_width=16, head_depth=1, max_level=5, anchor_size=2.0),
+    "faster_rcnn": dict(**BACKBONE, anchor_size=4.0, rpn_head_width=16, roi_head_width=64, rpn_batch_size=64,
+                        num_rois=64, pre_nms_topk_train=200, post_nms_topk_train=100, pre_nms_topk_test=100,
+                        post_nms_topk_test=50),
+}
+TRAINING = {
+    "retinanet": dict(steps=200, batch_size=16, learning_rate=3e-3, num_train_images=512, seed=0),
+    "faster_rcnn": dict(steps=200, batch_size=16, learning_rate=2e-3, num_train_images=512, seed=0),
+}
 NUM_VAL_IMAGES = 48
 
 
-def _recipe_key() -> str:
+def _recipe_key(detector: str) -> str:
     import keras
     import tensorflow as tf
 
-    text = json.dumps([DATA, MODEL, TRAIN, tf.__version__, keras.__version__], sort_keys=True)
+    text = json.dumps([DATA, MODELS[detector], TRAINING[detector], tf.__version__, keras.__version__],
+                      sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def _train(path: Path):
+def _train(path: Path, detector: str = "retinanet"):
     import keras
 
     from ipg_keras.data import SYNTHETIC_CLASS_NAMES, make_batches, synthetic_dataset
-    from ipg_keras.models import IPGRetinaNet
+    from ipg_keras.models import IPGFasterRCNN, IPGRetinaNet
 
-    keras.utils.set_random_seed(TRAIN["seed"])
+    train_cfg = TRAINING[detector]
+    keras.utils.set_random_seed(train_cfg["seed"])
     train = make_batches(
-        synthetic_dataset("train", num_images=TRAIN["num_train_images"], **DATA), TRAIN["batch_size"], IMAGE_SIZE,
-        cache=True, shuffle=True, repeat=True, seed=TRAIN["seed"],
+        synthetic_dataset("train", num_images=train_cfg["num_train_images"], **DATA), train_cfg["batch_size"],
+        IMAGE_SIZE, cache=True, shuffle=True, repeat=True, seed=train_cfg["seed"],
     )
-    model = IPGRetinaNet(num_classes=len(SYNTHETIC_CLASS_NAMES), **MODEL)
-    model.compile(optimizer=keras.optimizers.Adam(TRAIN["learning_rate"]))
-    model.fit(train, epochs=1, steps_per_epoch=TRAIN["steps"], verbose=0)
+    cls = IPGFasterRCNN if detector == "faster_rcnn" else IPGRetinaNet
+    model = cls(num_classes=len(SYNTHETIC_CLASS_NAMES), **MODELS[detector])
+    model.compile(optimizer=keras.optimizers.Adam(train_cfg["learning_rate"]))
+    model.fit(train, epochs=1, steps_per_epoch=train_cfg["steps"], verbose=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return model
 
 
 @pytest.fixture(scope="session")
-def trained_model_path(request) -> Path:
+def detector(request) -> str:
+    """Which tiny detector the export fixtures build: `"retinanet"` unless parametrized."""
+    return getattr(request, "param", "retinanet")
+
+
+@pytest.fixture(scope="session")
+def trained_model_path(request, detector) -> Path:
     """`.keras` file of the briefly trained tiny detector (trained once, then cached)."""
     from ipg_keras.export.runtime import ModelLoadError, load_keras_model
 
-    path = Path(request.config.cache.mkdir("ipg_export_tiny_model")) / f"tiny_{_recipe_key()}.keras"
+    path = Path(request.config.cache.mkdir("ipg_export_tiny_model")) / f"{detector}_{_recipe_key(detector)}.keras"
     if path.is_file():
         try:
             load_keras_model(path)
             return path
         except ModelLoadError:  # model code changed since: retrain
             path.unlink()
-    _train(path)
+    _train(path, detector)
     return path
 
 

@@ -12,6 +12,9 @@ from export_helpers import VENV_BIN, run_subprocess, valid
 
 from export_helpers import SAVED_MODEL_MAX_PIXELS as MAX_PIXELS  # 100 * 100: tested with small images
 
+# Every check runs for both detectors (the tiny trained models of conftest.py).
+pytestmark = pytest.mark.parametrize("detector", ["retinanet", "faster_rcnn"], indirect=True, scope="session")
+
 
 @pytest.fixture(scope="module")
 def loaded(saved_model_dir):

@@ -8,6 +8,9 @@ from export_helpers import coco_ap, valid
 
 pytest.importorskip("ai_edge_litert", reason="LiteRT (ai-edge-litert) is needed to run TFLite models")
 
+# Every check runs for both detectors (the tiny trained models of conftest.py).
+pytestmark = pytest.mark.parametrize("detector", ["retinanet", "faster_rcnn"], indirect=True, scope="session")
+
 # COCO AP tolerance vs Keras, per precision (issue: 0.01 float, 0.03 int8).
 AP_TOLERANCE = {"float32": 0.01, "float16": 0.01, "dynamic_int8": 0.03, "int8": 0.03}
 

@@ -106,6 +106,28 @@ def test_roi_align_matches_numpy_reference(output_size, sampling_ratio, aligned)
     np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("aligned", [True, False])
+def test_gather_roi_align_matches_numpy_reference(aligned):
+    """The builtin-ops variant (what TFLite runs) against torchvision's algorithm, mixed FPN levels."""
+    rng = np.random.default_rng(1)
+    features = {l: rng.normal(size=(2, 256 // 2**l, 192 // 2**l, 3)).astype(np.float32) for l in range(2, 6)}
+    boxes = np.array(
+        [[[0, 0, 40, 30], [3.3, 5.1, 120.7, 233.9], [-10, -8, 500, 440], [30, 20, 31, 21]],
+         [[100, 150, 191, 255], [60, 50, 90, 80], [5, 5, 5, 5], [-30, 200, 20, 300]]],
+        np.float32,
+    )
+    levels = fpn_levels(tf.constant(boxes)).numpy()
+    got = multilevel_roi_align(features, boxes, aligned=aligned, method="gather").numpy()
+    fused = multilevel_roi_align(features, boxes, aligned=aligned).numpy()
+    assert got.shape == (2, 4, 7, 7, 3)
+    for b in range(2):
+        for r in range(4):
+            level = int(levels[b, r])
+            want = _roi_align_reference(features[level][b], boxes[b, r], 1 / 2**level, 7, 2, aligned)
+            np.testing.assert_allclose(got[b, r], want, atol=1e-4, err_msg=f"image {b} box {r} level {level}")
+    np.testing.assert_allclose(got, fused, atol=1e-4)
+
+
 def test_roi_align_rejects_bad_sizes():
     with pytest.raises(ValueError, match="sampling_ratio"):
         roi_align(np.zeros((1, 4, 4, 1), np.float32), np.zeros((1, 4), np.float32), [0], 1.0, 7, 0)
@@ -120,7 +142,8 @@ def test_fpn_level_assignment():
     assert fpn_levels(boxes, min_level=3, max_level=4).numpy().min() == 3
 
 
-def test_multilevel_roi_align_pools_each_box_from_its_level():
+@pytest.mark.parametrize("method", ["crop_and_resize", "gather"])
+def test_multilevel_roi_align_pools_each_box_from_its_level(method):
     # Level l of image b is filled with 10 * l + b: the pooled value names the source.
     features = {
         l: tf.fill([2, 512 // 2**l, 512 // 2**l, 2], 0.0) + tf.reshape(tf.constant([10.0 * l, 10.0 * l + 1]),
@@ -132,7 +155,7 @@ def test_multilevel_roi_align_pools_each_box_from_its_level():
                                                                   [0, 0, 150, 150]]],
         tf.float32,
     )
-    pooled = multilevel_roi_align(features, boxes).numpy()
+    pooled = multilevel_roi_align(features, boxes, method=method).numpy()
     assert pooled.shape == (2, 3, 7, 7, 2)
     expected = np.array([[20, 50, 30], [41, 21, 31]], np.float32)
     np.testing.assert_allclose(pooled[..., 0, 0, 0], expected, atol=1e-5)
@@ -379,6 +402,7 @@ def test_config_round_trip_and_baseline():
     assert ipg_model.count_params() > model.count_params()
     config = model.get_config()
     assert config["box_coder_weights"] == [10.0, 10.0, 5.0, 5.0] and config["roi_output_size"] == 7
+    assert config["roi_align_method"] == "crop_and_resize"
     clone = IPGFasterRCNN.from_config(config)
     assert clone.get_config() == config and not clone.ipg
     defaults = IPGFasterRCNN.__init__.__defaults__  # paper defaults stay in place
@@ -387,6 +411,8 @@ def test_config_round_trip_and_baseline():
         IPGFasterRCNN(0)
     with pytest.raises(ValueError, match="Unknown backbone"):
         IPGFasterRCNN(2, backbone="vgg16")
+    with pytest.raises(ValueError, match="roi_align_method"):
+        IPGFasterRCNN(2, roi_align_method="bilinear", **TINY)
     with pytest.raises(ValueError, match="roi_positive_fraction"):
         IPGFasterRCNN(2, roi_positive_fraction=0.0, **{k: v for k, v in TINY.items()})
 
