@@ -25,11 +25,11 @@ At the end `<out>/<tag>/summary.json`, `summary.md` (mean and standard
 deviation over seeds of AP, AP50, APs per arm, and the paired IPG - baseline
 difference) and `summary.png` are written from all run JSONs.
 
-Schedules (`--tag full`, the defaults) are sized so that the whole study (12
-runs) takes about 1.5 hours on 2 idle CPU cores: synthetic 4 epochs x 250 steps
-of batch 8 (half the main job's epochs, no wall-clock limit, so both arms train
-exactly the same number of steps); trees 20 epochs over the 156 tiles at batch 8
-(380 steps). `--epochs` runs a longer (or shorter) study under another `--tag`.
+Schedules (`--tag full`, the defaults) are short, so that the whole study (12
+runs) takes under an hour on 2 idle CPU cores: synthetic 2 epochs x 250 steps
+of batch 8 (a quarter of the main job's epochs, no wall-clock limit, so both
+arms train exactly the same number of steps); trees 10 epochs over the 156
+tiles at batch 8 (190 steps). `--epochs N --tag NAME` runs a longer study.
 
 `--save-models` keeps every run's `model.keras` and `config.yaml` in
 `<out>/<tag>/models/<run>/` (an `ipg-train`-style run folder, so
@@ -57,11 +57,11 @@ BASE_CONFIG = "synthetic_retinanet_cpu"
 # Per dataset: the full schedule, and the --quick one (smoke test only: numbers mean nothing).
 SCHEDULES = {
     "synthetic": {
-        "full": dict(num_train_images=2000, num_val_images=200, epochs=4, batch_size=8, steps_per_epoch=None),
+        "full": dict(num_train_images=2000, num_val_images=200, epochs=2, batch_size=8, steps_per_epoch=None),
         "quick": dict(num_train_images=16, num_val_images=8, epochs=1, batch_size=4, steps_per_epoch=2),
     },
     "trees": {
-        "full": dict(epochs=20, batch_size=8, steps_per_epoch=None, tile_size=256, tile_overlap=64),
+        "full": dict(epochs=10, batch_size=8, steps_per_epoch=None, tile_size=256, tile_overlap=64),
         "quick": dict(epochs=1, batch_size=4, steps_per_epoch=2, tile_size=256, tile_overlap=64),
     },
 }

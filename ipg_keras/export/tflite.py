@@ -33,6 +33,7 @@ that loss; ``calibration_percentile=None`` keeps TFLite's min/max.
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -172,11 +173,12 @@ def postprocess_tensors(model_content: bytes) -> list[str]:
     from tensorflow.lite.tools import flatbuffer_utils
 
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(model_content))
-    marker = POSTPROCESS_SCOPE + "/"
+    # TF makes a reused scope name unique ("postprocess_1/").
+    marker = re.compile(rf"(^|/){POSTPROCESS_SCOPE}(_\d+)?/")
     names = []
     for tensor in model.subgraphs[0].tensors:
         name = tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name or "")
-        if marker in name:
+        if marker.search(name):
             names.append(name)
     return names
 
