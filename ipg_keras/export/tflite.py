@@ -17,10 +17,14 @@ Use it through the signature runner (output tensor order is not meaningful)::
 
 Precisions: ``float32``; ``float16`` (float16 weights); ``dynamic_int8`` (int8
 weights, float activations); ``int8`` (full integer: weights and activations of
-every op with an int8 kernel, calibrated on a representative dataset; NMS, which
-TFLite only has in float, runs in float). All use ``TFLITE_BUILTINS`` only: no
-Flex / select TF ops, so the model runs in the stock LiteRT runtime. A
-``<file>.json`` sidecar records the export size, precision and outputs.
+the network, calibrated on a representative dataset). In ``int8`` the ops of
+``ipg_keras.ops.POSTPROCESS_SCOPE`` stay float (``float_postprocess=True``): box
+decoding, proposals, RoI sample positions, score ranking, NMS (TFLite has it
+only in float) and the concatenation of per-level head outputs. All use
+``TFLITE_BUILTINS`` only: no Flex / select TF ops, so the model runs in the
+stock LiteRT runtime. Faster R-CNN is traced with its gather-based RoIAlign
+(`builtin_ops_variant`). A ``<file>.json`` sidecar records the export size,
+precision and outputs.
 
 int8 activation ranges: TFLite calibrates with the min/max over the calibration
 images, which a few outlier activations stretch until typical values lose most
@@ -53,7 +57,7 @@ from ipg_keras.export.common import (
     tracked_variables,
     write_metadata,
 )
-from ipg_keras.models.detector import POSTPROCESS_SCOPE
+from ipg_keras.ops import POSTPROCESS_SCOPE
 
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
 DEFAULT_CALIBRATION_IMAGES = 100

@@ -7,6 +7,8 @@ import math
 import keras
 from keras import layers, ops
 
+from ipg_keras.ops import POSTPROCESS_SCOPE
+
 
 @keras.saving.register_keras_serializable(package="ipg_keras")
 class PredictionHead(keras.layers.Layer):
@@ -88,9 +90,12 @@ class PredictionHead(keras.layers.Layer):
                 if self.norms:
                     x = self.norms[i](x)
                 x = ops.relu(x)
-            x = self.output_conv(x)
-            outputs.append(ops.reshape(x, (ops.shape(x)[0], -1, self.outputs_per_anchor)))
-        return ops.concatenate(outputs, axis=1)
+            outputs.append(self.output_conv(x))
+        # In this scope, an int8 TFLite export concatenates the levels in float,
+        # so every level's output keeps its own quantization range.
+        with keras.name_scope(POSTPROCESS_SCOPE):
+            outputs = [ops.reshape(x, (ops.shape(x)[0], -1, self.outputs_per_anchor)) for x in outputs]
+            return ops.concatenate(outputs, axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], None, self.outputs_per_anchor)

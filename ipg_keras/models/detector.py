@@ -10,11 +10,8 @@ from keras import ops
 
 from ipg_keras.backbones import BACKBONES, IPGResNet, build_backbone
 from ipg_keras.models.targets import replica_count
+from ipg_keras.ops import POSTPROCESS_SCOPE
 from ipg_keras.ops.boxes import clip_boxes
-
-# Name scope of the box decoding / NMS ops: a full-int8 TFLite export keeps the
-# ops of this scope in float (box coordinates and scores need more than 8 bits).
-POSTPROCESS_SCOPE = "postprocess"
 
 
 def check_images(images, multiple: int):

@@ -13,10 +13,11 @@ from ipg_keras.layers import FeaturePyramid, PredictionHead
 from ipg_keras.models.anchors import AnchorGenerator
 from ipg_keras.models.losses import smooth_l1_loss
 from ipg_keras.models.matching import match_anchors
-from ipg_keras.models.detector import POSTPROCESS_SCOPE, Detector, check_images
+from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.roi_align import multilevel_roi_align
 from ipg_keras.models.sampling import gather_sampled, sample_balanced
 from ipg_keras.models.targets import global_positive_count, unpack_targets
+from ipg_keras.ops import POSTPROCESS_SCOPE
 from ipg_keras.ops.boxes import BoxCoder, clip_boxes
 from ipg_keras.ops.nms import batched_class_aware_nms
 
@@ -425,15 +426,16 @@ class IPGFasterRCNN(Detector):
     def box_head_outputs(self, features, rois):
         """Box head on `rois` `[B, R, 4]`: `(logits [B, R, C + 1], deltas [B, R, C, 4])` float32."""
         cfg = self._config
-        pooled = multilevel_roi_align(
-            {l: features[f"P{l}"] for l in range(ROI_LEVELS[0], ROI_LEVELS[1] + 1)},
-            tf.stop_gradient(rois),
-            output_size=cfg["roi_output_size"],
-            sampling_ratio=cfg["roi_sampling_ratio"],
-            min_level=ROI_LEVELS[0],
-            max_level=ROI_LEVELS[1],
-            method=self.roi_align_method,
-        )
+        with tf.name_scope(POSTPROCESS_SCOPE):  # sample positions and levels are pixel math
+            pooled = multilevel_roi_align(
+                {l: features[f"P{l}"] for l in range(ROI_LEVELS[0], ROI_LEVELS[1] + 1)},
+                tf.stop_gradient(rois),
+                output_size=cfg["roi_output_size"],
+                sampling_ratio=cfg["roi_sampling_ratio"],
+                min_level=ROI_LEVELS[0],
+                max_level=ROI_LEVELS[1],
+                method=self.roi_align_method,
+            )
         logits, deltas = self.box_head(pooled)
         return ops.cast(logits, "float32"), ops.cast(deltas, "float32")
 

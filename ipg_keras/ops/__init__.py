@@ -9,7 +9,15 @@ from ipg_keras.ops.boxes import (
 )
 from ipg_keras.ops.nms import batched_class_aware_nms
 
+# Name scope of the ops that a full-int8 TFLite export keeps in float: box
+# coordinate math (decoding, proposals, RoI sample positions and FPN level
+# assignment), score ranking, NMS, and the concatenation of per-level head
+# outputs (int8 would force one scale on all levels). 8 bits are too few for
+# pixel coordinates, and a shared concat scale clips the levels with larger values.
+POSTPROCESS_SCOPE = "postprocess"
+
 __all__ = [
+    "POSTPROCESS_SCOPE",
     "BoxCoder",
     "batched_class_aware_nms",
     "box_area",

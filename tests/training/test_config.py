@@ -102,3 +102,11 @@ def test_small_configs_fit_this_machine():
     cfg = load_config("tiny_distributed_cpu")
     assert cfg.data.source == "synthetic" and cfg.data.image_size == 128 and cfg.model.backbone == "resnet18"
     assert cfg.train.batch_size % 2 == 0  # two CPU replicas
+
+
+def test_tile_overlap_fraction_becomes_pixels():
+    """`data.tile_overlap` is a fraction of the tile; tiling takes pixels."""
+    from training.train import tile_overlap_pixels
+
+    cfg = load_config("synthetic_retinanet_cpu", ["data.tile_size=256", "data.tile_overlap=0.25"])
+    assert tile_overlap_pixels(cfg.data) == 64
