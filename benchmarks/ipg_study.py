@@ -28,8 +28,8 @@ difference) and `summary.png` are written from all run JSONs.
 Schedules (`--tag full`, the defaults) are short, so that the whole study (12
 runs) takes under an hour on 2 idle CPU cores: synthetic 2 epochs x 250 steps
 of batch 8 (a quarter of the main job's epochs, no wall-clock limit, so both
-arms train exactly the same number of steps); trees 10 epochs over the 156
-tiles at batch 8 (190 steps). `--epochs N --tag NAME` runs a longer study.
+arms train exactly the same number of steps); trees 20 epochs over the 156
+tiles at batch 8 (380 steps). `--epochs N --tag NAME` runs a longer study.
 
 `--save-models` keeps every run's `model.keras` and `config.yaml` in
 `<out>/<tag>/models/<run>/` (an `ipg-train`-style run folder, so
@@ -61,7 +61,7 @@ SCHEDULES = {
         "quick": dict(num_train_images=16, num_val_images=8, epochs=1, batch_size=4, steps_per_epoch=2),
     },
     "trees": {
-        "full": dict(epochs=10, batch_size=8, steps_per_epoch=None, tile_size=256, tile_overlap=64),
+        "full": dict(epochs=20, batch_size=8, steps_per_epoch=None, tile_size=256, tile_overlap=64),
         "quick": dict(epochs=1, batch_size=4, steps_per_epoch=2, tile_size=256, tile_overlap=64),
     },
 }
