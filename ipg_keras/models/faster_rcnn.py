@@ -14,7 +14,7 @@ from ipg_keras.models.anchors import AnchorGenerator
 from ipg_keras.models.losses import smooth_l1_loss
 from ipg_keras.models.matching import match_anchors
 from ipg_keras.models.detector import Detector, check_images
-from ipg_keras.models.roi_align import multilevel_roi_align
+from ipg_keras.models.roi_align import ROI_ALIGN_METHODS, multilevel_roi_align
 from ipg_keras.models.sampling import gather_sampled, sample_balanced
 from ipg_keras.models.targets import global_positive_count, unpack_targets
 from ipg_keras.ops import POSTPROCESS_SCOPE
@@ -278,8 +278,8 @@ class IPGFasterRCNN(Detector):
             raise ValueError(
                 f"rpn_negative_iou ({rpn_negative_iou}) must not exceed rpn_positive_iou ({rpn_positive_iou})."
             )
-        if roi_align_method not in ("crop_and_resize", "gather"):
-            raise ValueError(f"roi_align_method must be 'crop_and_resize' or 'gather', got {roi_align_method!r}.")
+        if roi_align_method not in ROI_ALIGN_METHODS:
+            raise ValueError(f"roi_align_method must be one of {ROI_ALIGN_METHODS}, got {roi_align_method!r}.")
         self.roi_align_method = str(roi_align_method)
         if len(tuple(box_coder_weights)) != 4:
             raise ValueError(f"box_coder_weights needs 4 values (wx, wy, ww, wh), got {box_coder_weights!r}.")

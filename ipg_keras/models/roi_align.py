@@ -21,6 +21,8 @@ import tensorflow as tf
 # Pixel scale of the FPN level assignment of Lin et al. (2017): a 224 x 224 RoI goes to P4.
 CANONICAL_SIZE = 224.0
 CANONICAL_LEVEL = 4
+# multilevel_roi_align methods: TF's fused kernel, and builtin-op gathers (TFLite).
+ROI_ALIGN_METHODS = ("crop_and_resize", "gather")
 
 
 def roi_align(
@@ -189,8 +191,8 @@ def multilevel_roi_align(
     Returns:
         `[B, R, output_size, output_size, C]` float32.
     """
-    if method not in ("crop_and_resize", "gather"):
-        raise ValueError(f"multilevel_roi_align method must be 'crop_and_resize' or 'gather', got {method!r}.")
+    if method not in ROI_ALIGN_METHODS:
+        raise ValueError(f"multilevel_roi_align method must be one of {ROI_ALIGN_METHODS}, got {method!r}.")
     for level in range(min_level, max_level + 1):
         if level not in features:
             raise ValueError(f"multilevel_roi_align needs feature level {level}; got levels {sorted(features)}.")

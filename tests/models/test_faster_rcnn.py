@@ -129,6 +129,9 @@ def test_gather_roi_align_matches_numpy_reference(aligned):
 
 
 def test_roi_align_rejects_bad_sizes():
+    features = {l: np.zeros((1, 64 // 2**l, 64 // 2**l, 1), np.float32) for l in range(2, 6)}
+    with pytest.raises(ValueError, match=r"method must be one of \('crop_and_resize', 'gather'\), got 'nearest'"):
+        multilevel_roi_align(features, np.zeros((1, 1, 4), np.float32), method="nearest")
     with pytest.raises(ValueError, match="sampling_ratio"):
         roi_align(np.zeros((1, 4, 4, 1), np.float32), np.zeros((1, 4), np.float32), [0], 1.0, 7, 0)
 
