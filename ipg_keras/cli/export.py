@@ -110,9 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="training config (name or YAML) for image size and calibration")
     parser.add_argument("--calibration-dir", default=None, help="folder of images to calibrate int8 with")
     parser.add_argument("--num-calibration", type=int, default=100, help="int8 calibration images (default 100)")
-    parser.add_argument("--calibration-percentile", default="99.9",
+    parser.add_argument("--calibration-percentile", default="99.99",
                         help="int8 activation ranges cover this percentile of calibration values; 'minmax' "
-                             "keeps TFLite's min/max ranges (default 99.9)")
+                             "keeps TFLite's min/max ranges (default 99.99)")
     parser.add_argument("--max-pixels", type=int, default=None, help="SavedModel serving_bytes pixel limit")
     parser.add_argument("--max-batch-size", type=int, default=None, help="SavedModel serving_bytes images per request")
     args = parser.parse_args(argv)

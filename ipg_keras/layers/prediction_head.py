@@ -26,6 +26,13 @@ class PredictionHead(keras.layers.Layer):
         prior_probability: if set, the last bias is `-log((1 - p) / p)` so the
             initial sigmoid output is `p` (RetinaNet's classification prior).
         norm: `None` or `"group"` (GroupNorm, 32 groups or fewer).
+        output_groups: sizes of consecutive groups of the per-anchor outputs
+            (summing to `outputs_per_anchor`) that each get their own output
+            convolution, e.g. `(1, 4)` for the RPN's objectness and box deltas.
+            The weights are the same single kernel (its channels split), so the
+            values are identical; what differs is the graph: each group is its
+            own tensor, with its own int8 range in a quantized TFLite export
+            (one range shared by logits and deltas rounds the deltas coarsely).
 
     Shape:
         input: list of `[B, h_l, w_l, C]`, one per level.
@@ -40,11 +47,20 @@ class PredictionHead(keras.layers.Layer):
         depth: int = 4,
         prior_probability: float | None = None,
         norm: str | None = None,
+        output_groups: tuple[int, ...] | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if norm not in (None, "group"):
             raise ValueError(f"PredictionHead norm must be None or 'group', got {norm!r}.")
+        if output_groups is not None:
+            output_groups = tuple(int(g) for g in output_groups)
+            if sum(output_groups) != int(outputs_per_anchor) or min(output_groups) < 1:
+                raise ValueError(
+                    f"PredictionHead output_groups {output_groups} must be positive sizes summing to "
+                    f"outputs_per_anchor={outputs_per_anchor}, e.g. (1, 4) for objectness + box deltas."
+                )
+        self.output_groups = output_groups
         self.outputs_per_anchor = int(outputs_per_anchor)
         self.num_anchors = int(num_anchors)
         self.width = int(width)
@@ -82,6 +98,24 @@ class PredictionHead(keras.layers.Layer):
                 self.norms[i].build(shape)
         self.output_conv.build(shape)
 
+    def _group_channels(self) -> list[list[int]]:
+        """Output-conv channels of each group, anchor-major (channel = anchor * P + output)."""
+        per_anchor, start, groups = self.outputs_per_anchor, 0, []
+        for size in self.output_groups:
+            groups.append([a * per_anchor + start + k for a in range(self.num_anchors) for k in range(size)])
+            start += size
+        return groups
+
+    def _outputs(self, x) -> list:
+        """The output conv on one level: `[B, h, w, A * g]` per group."""
+        if self.output_groups is None:
+            return [self.output_conv(x)]
+        conv = self.output_conv
+        return [
+            ops.conv(x, ops.take(conv.kernel, channels, axis=3), padding="same") + ops.take(conv.bias, channels)
+            for channels in self._group_channels()
+        ]
+
     def call(self, features):
         outputs = []
         for x in features:
@@ -90,12 +124,17 @@ class PredictionHead(keras.layers.Layer):
                 if self.norms:
                     x = self.norms[i](x)
                 x = ops.relu(x)
-            outputs.append(self.output_conv(x))
-        # In this scope, an int8 TFLite export concatenates the levels in float,
-        # so every level's output keeps its own quantization range.
+            outputs.append(self._outputs(x))
+        # In this scope, an int8 TFLite export concatenates the groups and the
+        # levels in float, so every level's (and group's) output keeps its own
+        # quantization range.
+        sizes = self.output_groups or (self.outputs_per_anchor,)
         with keras.name_scope(POSTPROCESS_SCOPE):
-            outputs = [ops.reshape(x, (ops.shape(x)[0], -1, self.outputs_per_anchor)) for x in outputs]
-            return ops.concatenate(outputs, axis=1)
+            levels = []
+            for groups in outputs:
+                rows = [ops.reshape(g, (ops.shape(g)[0], -1, size)) for g, size in zip(groups, sizes)]
+                levels.append(rows[0] if len(rows) == 1 else ops.concatenate(rows, axis=-1))
+            return ops.concatenate(levels, axis=1)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0][0], None, self.outputs_per_anchor)
@@ -109,4 +148,5 @@ class PredictionHead(keras.layers.Layer):
             "depth": self.depth,
             "prior_probability": self.prior_probability,
             "norm": self.norm,
+            "output_groups": list(self.output_groups) if self.output_groups else None,
         }

@@ -290,9 +290,11 @@ class IPGFasterRCNN(Detector):
         self.anchor_generator = AnchorGenerator(self.min_level, self.max_level, anchor_size, (1.0,), aspect_ratios)
         # One shared 3x3 conv, then objectness (1) and box deltas (4) per anchor
         # from the same output conv: PredictionHead flattens them per anchor in
-        # the anchor generator's order.
+        # the anchor generator's order. Objectness and deltas are separate
+        # tensors (output_groups) so int8 TFLite gives each its own range.
         self.rpn_head = PredictionHead(
-            5, self.anchor_generator.num_anchors_per_location, rpn_head_width, 1, None, None, name="rpn_head"
+            5, self.anchor_generator.num_anchors_per_location, rpn_head_width, 1, None, None,
+            output_groups=(1, 4), name="rpn_head",
         )
         self.box_head = RoIBoxHead(self.num_classes, roi_head_width, roi_head_depth, name="box_head")
         self.rpn_box_coder = BoxCoder((1.0, 1.0, 1.0, 1.0))
@@ -364,8 +366,8 @@ class IPGFasterRCNN(Detector):
         features = self.backbone(images, training=training)
         pyramid = self.fpn(features)
         rpn = ops.cast(self.rpn_head([pyramid[f"P{l}"] for l in range(self.min_level, self.max_level + 1)]), "float32")
-        rpn_cls, rpn_box = rpn[..., 0], rpn[..., 1:]
         with tf.name_scope(POSTPROCESS_SCOPE):
+            rpn_cls, rpn_box = rpn[..., 0], rpn[..., 1:]
             proposals, scores, num_proposals = self.generate_proposals(rpn_cls, rpn_box, images, training)
         outputs = {
             "rpn_cls": rpn_cls,

@@ -110,6 +110,25 @@ def test_prediction_head_shape_prior_and_serialization():
     np.testing.assert_allclose(np.asarray(head.output_conv.bias), -np.log(99.0), rtol=1e-5)
 
 
+def test_prediction_head_output_groups_compute_the_same_as_one_conv():
+    feats = [np.random.rand(2, 8, 8, 6).astype("float32"), np.random.rand(2, 4, 4, 6).astype("float32")]
+    single = PredictionHead(5, num_anchors=3, width=8, depth=1)
+    single(feats)  # builds
+    single.output_conv.bias.assign(np.random.rand(15).astype("float32"))  # distinct per channel
+    expected = np.asarray(single(feats))
+    grouped = PredictionHead(5, num_anchors=3, width=8, depth=1, output_groups=(1, 4))
+    grouped(feats)
+    grouped.set_weights(single.get_weights())  # same variables: old checkpoints load unchanged
+    np.testing.assert_allclose(np.asarray(grouped(feats)), expected, rtol=1e-5, atol=1e-6)
+    assert grouped.get_config()["output_groups"] == [1, 4]
+    roundtrip(grouped, feats)
+
+
+def test_prediction_head_rejects_bad_output_groups():
+    with pytest.raises(ValueError, match=r"output_groups \(2, 4\) must be positive sizes summing to outputs_per_anchor=5"):
+        PredictionHead(5, output_groups=(2, 4))
+
+
 def test_image_normalization_modes():
     x = np.full((1, 2, 2, 3), 255.0, "float32")
     x[..., 0] = 0.0
