@@ -77,6 +77,31 @@ class AnchorGenerator:
         anchors = ops.expand_dims(centers, 2) + shapes  # [fh, fw, A, 4]
         return ops.reshape(anchors, (-1, 4))
 
+    def level_count(self, level: int, height, width):
+        """Number of anchors of one level: `h_l * w_l * A` (a tensor for dynamic sizes)."""
+        stride = 2**level
+        return ((height + stride - 1) // stride) * ((width + stride - 1) // stride) * self.num_anchors_per_location
+
+    def anchors_at(self, level: int, width, index):
+        """Anchors of one level at flat indices `index` (any shape): `[..., 4]`.
+
+        Equal to `take(level_anchors(level, height, width), index)`, but computed
+        from the index (row, column, shape) instead of gathered from the full
+        table: an exported graph then has no large anchor constant, which
+        TFLite's dynamic-range quantization would round to int8 (~2 px steps).
+        """
+        stride = 2**level
+        fw = (width + stride - 1) // stride
+        num = self.num_anchors_per_location
+        location = index // num
+        x = ops.cast(location % fw, "float32")
+        y = ops.cast(location // fw, "float32")
+        cx = (x + 0.5) * float(stride)
+        cy = (y + 0.5) * float(stride)
+        centers = ops.stack([cx, cy, cx, cy], axis=-1)
+        shapes = ops.take(ops.convert_to_tensor(self._shapes(level), "float32"), index % num, axis=0)
+        return centers + shapes
+
     def __call__(self, height, width):
         """All levels' anchors for an image of `height` x `width`: `[N, 4]` xyxy."""
         return ops.concatenate(

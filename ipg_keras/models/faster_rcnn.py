@@ -399,14 +399,13 @@ class IPGFasterRCNN(Detector):
         boxes_all, scores_all, levels_all = [], [], []
         start = 0
         for level in range(self.min_level, self.max_level + 1):
-            anchors = self.anchor_generator.level_anchors(level, height, width)
-            count = ops.shape(anchors)[0]
+            count = self.anchor_generator.level_count(level, height, width)
             logits = rpn_cls[:, start : start + count]
             deltas = rpn_box[:, start : start + count]
             start = start + count
             top_logits, index = tf.math.top_k(logits, k=tf.minimum(pre, count))
             top_deltas = tf.gather(deltas, index, batch_dims=1)
-            boxes = self.rpn_box_coder.decode(top_deltas, tf.gather(anchors, index))
+            boxes = self.rpn_box_coder.decode(top_deltas, self.anchor_generator.anchors_at(level, width, index))
             boxes_all.append(boxes)
             scores_all.append(tf.sigmoid(top_logits))
             levels_all.append(tf.fill(tf.shape(index), level))

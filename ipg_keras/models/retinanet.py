@@ -184,8 +184,7 @@ class IPGRetinaNet(Detector):
         boxes_all, scores_all, classes_all = [], [], []
         start = 0
         for level in range(self.min_level, self.max_level + 1):
-            anchors = self.anchor_generator.level_anchors(level, height, width)
-            count = ops.shape(anchors)[0]
+            count = self.anchor_generator.level_count(level, height, width)
             logits = cls_logits[:, start : start + count, :]
             deltas = box_deltas[:, start : start + count, :]
             start = start + count
@@ -196,7 +195,7 @@ class IPGRetinaNet(Detector):
             anchor_index = top_index // self.num_classes
             classes = top_index % self.num_classes
             top_deltas = ops.take_along_axis(deltas, ops.expand_dims(anchor_index, -1), axis=1)
-            top_anchors = ops.take(anchors, anchor_index, axis=0)
+            top_anchors = self.anchor_generator.anchors_at(level, width, anchor_index)
             boxes = self.box_coder.decode(top_deltas, top_anchors)
             boxes_all.append(boxes)
             scores_all.append(top_scores)

@@ -25,6 +25,18 @@ def test_anchor_count_order_and_geometry():
     np.testing.assert_allclose(anchors[9:18] - anchors[:9], [[8, 0, 8, 0]] * 9, atol=1e-4)
 
 
+def test_anchors_at_index_equal_the_table():
+    """`anchors_at` (computed from the index, no anchor table in exported graphs) == gathering from the table."""
+    gen = AnchorGenerator(3, 5, sizes=4.0, aspect_ratios=(0.5, 1.0, 2.0))
+    height, width = 72, 100  # not multiples of the strides: ceil-sized grids, non-square
+    rng = np.random.default_rng(0)
+    for level in (3, 4, 5):
+        table = np.asarray(gen.level_anchors(level, height, width))
+        assert int(gen.level_count(level, height, width)) == len(table)
+        index = rng.integers(0, len(table), size=(2, 50))
+        np.testing.assert_allclose(np.asarray(gen.anchors_at(level, width, index)), table[index], atol=1e-4)
+
+
 def test_anchor_sizes_per_level_must_match():
     with pytest.raises(ValueError, match="anchor sizes"):
         AnchorGenerator(3, 5, sizes=[4, 4])
