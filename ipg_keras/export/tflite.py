@@ -246,21 +246,14 @@ def _convert_int8(converter, representative: Callable[[], Iterator[list[np.ndarr
     )
 
 
-@contextlib.contextmanager
-def builtin_ops_variant(model: Any):
-    """While tracing for TFLite, a detector with a TF-only op uses its builtin-op variant.
+def builtin_ops_variant(model: Any) -> contextlib.AbstractContextManager:
+    """The model's builtin-ops-only variant while tracing for TFLite (`Detector.builtin_ops_variant`).
 
     Faster R-CNN's RoIAlign switches from `CropAndResize` + `DynamicPartition`
-    (no LiteRT kernels) to gathers (`roi_align_method="gather"`, same values).
+    (no LiteRT kernels) to gathers (same values); other models need nothing.
     """
-    previous = getattr(model, "roi_align_method", None)
-    if previous is not None:
-        model.roi_align_method = "gather"
-    try:
-        yield model
-    finally:
-        if previous is not None:
-            model.roi_align_method = previous
+    variant = getattr(model, "builtin_ops_variant", None)
+    return variant() if callable(variant) else contextlib.nullcontext(model)
 
 
 class _TFLiteModule(tf.Module):

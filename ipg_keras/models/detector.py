@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import keras
 import tensorflow as tf
@@ -97,6 +98,14 @@ class Detector(keras.Model):
         if isinstance(images, dict):
             images = images["images"]
         return self.detect(images)
+
+    @contextlib.contextmanager
+    def builtin_ops_variant(self) -> Iterator["Detector"]:
+        """While active, the model traces only ops that TFLite has as builtins (export uses it).
+
+        Detectors whose default path uses a TF-only op override this; here it changes nothing.
+        """
+        yield self
 
     def detect(self, images):
         """Detections for a batch of images of any size.

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -358,6 +359,16 @@ class IPGFasterRCNN(Detector):
 
     def get_config(self):
         return {**super().get_config(), "roi_align_method": self.roi_align_method}
+
+    @contextlib.contextmanager
+    def builtin_ops_variant(self) -> Iterator["IPGFasterRCNN"]:
+        """RoIAlign by gathers (same values) instead of `CropAndResize` + `DynamicPartition`, which LiteRT lacks."""
+        previous = self.roi_align_method
+        self.roi_align_method = "gather"
+        try:
+            yield self
+        finally:
+            self.roi_align_method = previous
 
     # ------------------------------------------------------------------ forward
     def call(self, images, training=None):

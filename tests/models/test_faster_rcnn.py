@@ -406,6 +406,12 @@ def test_config_round_trip_and_baseline():
     config = model.get_config()
     assert config["box_coder_weights"] == [10.0, 10.0, 5.0, 5.0] and config["roi_output_size"] == 7
     assert config["roi_align_method"] == "crop_and_resize"
+    with model.builtin_ops_variant():  # what the TFLite exporter traces
+        assert model.roi_align_method == "gather"
+    assert model.roi_align_method == "crop_and_resize"
+    with pytest.raises(RuntimeError), model.builtin_ops_variant():
+        raise RuntimeError("restored even when tracing fails")
+    assert model.roi_align_method == "crop_and_resize"
     clone = IPGFasterRCNN.from_config(config)
     assert clone.get_config() == config and not clone.ipg
     defaults = IPGFasterRCNN.__init__.__defaults__  # paper defaults stay in place
