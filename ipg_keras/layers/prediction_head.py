@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
 from keras import layers, ops
 
 from ipg_keras.ops import POSTPROCESS_SCOPE
+
+
+def _conv_same(x, kernel, bias):
+    return ops.conv(x, kernel, padding="same") + bias
 
 
 @keras.saving.register_keras_serializable(package="ipg_keras")
@@ -106,17 +111,21 @@ class PredictionHead(keras.layers.Layer):
             start += size
         return groups
 
-    def _outputs(self, x) -> list:
-        """The output conv on one level: `[B, h, w, A * g]` per group."""
+    def _output_layers(self) -> list:
+        """Per output group, `x -> output conv restricted to that group's channels` (the layer itself if ungrouped).
+
+        The kernel is sliced here, once per call, not once per level.
+        """
         if self.output_groups is None:
-            return [self.output_conv(x)]
+            return [self.output_conv]
         conv = self.output_conv
         return [
-            ops.conv(x, ops.take(conv.kernel, channels, axis=3), padding="same") + ops.take(conv.bias, channels)
-            for channels in self._group_channels()
+            functools.partial(_conv_same, kernel=ops.take(conv.kernel, c, axis=3), bias=ops.take(conv.bias, c))
+            for c in self._group_channels()
         ]
 
     def call(self, features):
+        output_layers = self._output_layers()
         outputs = []
         for x in features:
             for i, conv in enumerate(self.convs):
@@ -124,7 +133,7 @@ class PredictionHead(keras.layers.Layer):
                 if self.norms:
                     x = self.norms[i](x)
                 x = ops.relu(x)
-            outputs.append(self._outputs(x))
+            outputs.append([layer(x) for layer in output_layers])
         # In this scope, an int8 TFLite export concatenates the groups and the
         # levels in float, so every level's (and group's) output keeps its own
         # quantization range.

@@ -63,12 +63,15 @@ class AnchorGenerator:
                 out.append([-w / 2, -h / 2, w / 2, h / 2])
         return out
 
+    @staticmethod
+    def _grid(level: int, height, width):
+        """`(stride, rows, columns)` of one level; ceil division matches SAME-padded stride-2 convs."""
+        stride = 2**level
+        return stride, (height + stride - 1) // stride, (width + stride - 1) // stride
+
     def level_anchors(self, level: int, height, width):
         """Anchors of one level for an image of `height` x `width`: `[h_l * w_l * A, 4]`."""
-        stride = 2**level
-        # Ceil division matches the feature maps of SAME-padded stride-2 convs.
-        fh = (height + stride - 1) // stride
-        fw = (width + stride - 1) // stride
+        stride, fh, fw = self._grid(level, height, width)
         ys = (ops.cast(ops.arange(fh), "float32") + 0.5) * float(stride)
         xs = (ops.cast(ops.arange(fw), "float32") + 0.5) * float(stride)
         yy, xx = ops.meshgrid(ys, xs, indexing="ij")
@@ -78,9 +81,9 @@ class AnchorGenerator:
         return ops.reshape(anchors, (-1, 4))
 
     def level_count(self, level: int, height, width):
-        """Number of anchors of one level: `h_l * w_l * A` (a tensor for dynamic sizes)."""
-        stride = 2**level
-        return ((height + stride - 1) // stride) * ((width + stride - 1) // stride) * self.num_anchors_per_location
+        """Number of anchors of one level: `h_l * w_l * A` (an int for int sizes, a tensor for dynamic ones)."""
+        _, fh, fw = self._grid(level, height, width)
+        return fh * fw * self.num_anchors_per_location
 
     def anchors_at(self, level: int, width, index):
         """Anchors of one level at flat indices `index` (any shape): `[..., 4]`.
@@ -90,14 +93,11 @@ class AnchorGenerator:
         table: an exported graph then has no large anchor constant, which
         TFLite's dynamic-range quantization would round to int8 (~2 px steps).
         """
-        stride = 2**level
-        fw = (width + stride - 1) // stride
+        stride, _, fw = self._grid(level, 0, width)
         num = self.num_anchors_per_location
         location = index // num
-        x = ops.cast(location % fw, "float32")
-        y = ops.cast(location // fw, "float32")
-        cx = (x + 0.5) * float(stride)
-        cy = (y + 0.5) * float(stride)
+        cx = (ops.cast(location % fw, "float32") + 0.5) * float(stride)
+        cy = (ops.cast(location // fw, "float32") + 0.5) * float(stride)
         centers = ops.stack([cx, cy, cx, cy], axis=-1)
         shapes = ops.take(ops.convert_to_tensor(self._shapes(level), "float32"), index % num, axis=0)
         return centers + shapes
@@ -110,11 +110,7 @@ class AnchorGenerator:
 
     def level_sizes(self, height: int, width: int) -> list[int]:
         """Number of anchors per level (static sizes, for slicing flat outputs by level)."""
-        out = []
-        for l in range(self.min_level, self.max_level + 1):
-            s = 2**l
-            out.append(-(-height // s) * -(-width // s) * self.num_anchors_per_location)
-        return out
+        return [self.level_count(l, height, width) for l in range(self.min_level, self.max_level + 1)]
 
     def get_config(self):
         return {
