@@ -68,7 +68,7 @@ def _load(args) -> tuple[Any, Any, Path | None]:
         )
         cfg = None
         if args.config:
-            from training.config import load_config
+            from ipg_keras.training.config import load_config
 
             cfg = load_config(args.config, args.overrides)
         return model, cfg, None
@@ -78,7 +78,7 @@ def _load(args) -> tuple[Any, Any, Path | None]:
     path = resolve_model_path(args.model)
     cfg = _find_config(path, args.config)
     if cfg is not None and args.overrides:
-        from training.config import load_config
+        from ipg_keras.training.config import load_config
 
         cfg = load_config(args.config or path.parent / "config.yaml", args.overrides)
     return load_keras_model(path), cfg, path
@@ -93,11 +93,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     size = args.image_size or (cfg.data.image_size if cfg is not None else 128)
     data_cfg = cfg
     if data_cfg is None:
-        from training.config import load_config
+        from ipg_keras.training.config import load_config
 
         data_cfg = load_config("synthetic_retinanet_cpu", [f"data.image_size={size}"])
     from ipg_keras.data import make_batches
-    from training.train import build_datasets
+    from ipg_keras.training.train import build_datasets
 
     train, val, _ = build_datasets(data_cfg)
     batches = []

@@ -120,7 +120,7 @@ def train_and_evaluate(settings: dict, base_cfg, verbose: int, save_dir: Path | 
 
     from ipg_keras.data import make_batches
     from ipg_keras.evaluation import evaluate_model, evaluate_sliced
-    from training.train import build_model, build_optimizer
+    from ipg_keras.training.train import build_model, build_optimizer
 
     dataset, seed, s = settings["dataset"], settings["seed"], settings["schedule"]
     size = settings["image_size"]
@@ -148,8 +148,8 @@ def train_and_evaluate(settings: dict, base_cfg, verbose: int, save_dir: Path | 
     train_seconds = time.time() - t0
 
     if save_dir is not None:
-        from training.callbacks import save_model_file
-        from training.config import save_config
+        from ipg_keras.training.callbacks import save_model_file
+        from ipg_keras.training.config import save_config
 
         save_dir.mkdir(parents=True, exist_ok=True)
         if dataset == "synthetic":  # the run folder's config then rebuilds the same data
@@ -287,7 +287,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_tf()
-    from training.config import load_config
+    from ipg_keras.training.config import load_config
 
     root = Path(args.out) / args.tag
     run_dir = root / "runs"

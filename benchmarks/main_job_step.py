@@ -11,8 +11,8 @@ import keras
 
 
 def make_step(image_size: int, batch_size: int):
-    from training.config import load_config
-    from training.train import build_model
+    from ipg_keras.training.config import load_config
+    from ipg_keras.training.train import build_model
 
     cfg = load_config("synthetic_retinanet_cpu")
     model = build_model(cfg, num_classes=1)

@@ -17,7 +17,7 @@ TINY = [
 
 
 def run_train(tmp_path, *extra):
-    args = [sys.executable, "-m", "training.train", "synthetic_retinanet_cpu", "--output", str(tmp_path / "run")]
+    args = [sys.executable, "-m", "ipg_keras.cli.train", "synthetic_retinanet_cpu", "--output", str(tmp_path / "run")]
     for item in (*TINY, f"export.directory={tmp_path / 'exports'}", *extra):
         args += ["--set", item]
     return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)

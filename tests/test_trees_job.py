@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(not trees_dir().exists(), reason=f"trees sample data not found at {trees_dir()} "
                     "(set IPG_KERAS_TREES_DIR to the folder with train/ and val/)")
 def test_trees_config_trains_on_tiles_and_scores_the_whole_val_image(tmp_path):
-    args = [sys.executable, "-m", "training.train", "trees_retinanet", "--output", str(tmp_path / "run")]
+    args = [sys.executable, "-m", "ipg_keras.cli.train", "trees_retinanet", "--output", str(tmp_path / "run")]
     for item in ("train.epochs=1", "train.steps_per_epoch=2", "train.verbose=2",
                  f"data.train_annotations={trees_dir() / 'train'}", f"data.val_annotations={trees_dir() / 'val'}"):
         args += ["--set", item]

@@ -54,7 +54,7 @@ def resolve_model_path(path: str | Path) -> Path:
 
 def _find_config(model_path: Path, config: str | None):
     """The training config: `--config`, else `config.yaml` next to the model (ipg-train run folder)."""
-    from training.config import load_config
+    from ipg_keras.training.config import load_config
 
     if config is not None:
         return load_config(config)
@@ -91,7 +91,7 @@ def calibration_source(cfg, calibration_dir: str | None) -> Any:
             "--precision int8 needs calibration images: pass --config (the training config, whose training "
             "data is used) or --calibration-dir DIR (a folder of representative images)."
         )
-    from training.train import build_datasets
+    from ipg_keras.training.train import build_datasets
 
     train, _, _ = build_datasets(cfg)
     return train.shuffle(256, seed=cfg.train.seed)

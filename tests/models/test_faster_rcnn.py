@@ -427,7 +427,7 @@ def test_config_round_trip_and_baseline():
 
 
 def test_training_configs_load():
-    from training.config import load_config
+    from ipg_keras.training.config import load_config
 
     for name in ("coco_faster_rcnn_r50", "coco_faster_rcnn_r101", "synthetic_faster_rcnn_cpu"):
         cfg = load_config(name)
@@ -437,7 +437,7 @@ def test_training_configs_load():
     assert cfg.train.decay_epochs == [8, 11] and cfg.train.warmup_steps == 500 and cfg.data.image_size == 1344
     assert load_config("coco_faster_rcnn_r101").model.backbone == "resnet101"
     # The CPU config's second-stage sizes reach the detector through ipg-train's builder.
-    from training.train import build_model
+    from ipg_keras.training.train import build_model
 
     model = build_model(load_config("synthetic_faster_rcnn_cpu"), 5)
     assert isinstance(model, IPGFasterRCNN) and model.num_classes == 5 and model.ipg

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.callbacks import (
+from ipg_keras.training.callbacks import (
     BestCheckpoint,
     StepCheckpoint,
     TrainingState,
@@ -19,8 +19,8 @@ from training.callbacks import (
     read_history,
     save_model_file,
 )
-from training.config import load_config
-from training.train import SGD, build_model, configure_batchnorm
+from ipg_keras.training.config import load_config
+from ipg_keras.training.train import SGD, build_model, configure_batchnorm
 
 
 def _tiny_model(units: int = 2) -> keras.Model:
@@ -130,8 +130,8 @@ def test_batchnorm_modes():
 
 
 def test_cpu_devices_need_a_fresh_process():
-    from training.config import ConfigError
-    from training.train import configure_cpu_devices
+    from ipg_keras.training.config import ConfigError
+    from ipg_keras.training.train import configure_cpu_devices
 
     count = len(tf.config.list_logical_devices("CPU"))  # TensorFlow is initialised from here on
     configure_cpu_devices(count)  # what is already there is fine

@@ -2,7 +2,7 @@
 
 import pytest
 
-from training.config import (
+from ipg_keras.training.config import (
     CONFIG_DIR,
     ConfigError,
     ExperimentConfig,
@@ -106,7 +106,7 @@ def test_small_configs_fit_this_machine():
 
 def test_tile_overlap_fraction_becomes_pixels():
     """`data.tile_overlap` is a fraction of the tile; tiling takes pixels."""
-    from training.train import tile_overlap_pixels
+    from ipg_keras.training.train import tile_overlap_pixels
 
     cfg = load_config("synthetic_retinanet_cpu", ["data.tile_size=256", "data.tile_overlap=0.25"])
     assert tile_overlap_pixels(cfg.data) == 64

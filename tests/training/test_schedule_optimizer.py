@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from training.config import load_config
-from training.train import SGD, AdamW, WarmupSchedule, build_optimizer, build_schedule
+from ipg_keras.training.config import load_config
+from ipg_keras.training.train import SGD, AdamW, WarmupSchedule, build_optimizer, build_schedule
 
 
 def lr(schedule, step: int) -> float:

@@ -44,9 +44,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def ipg_train_command(output: Path, overrides: list[str], config: str = "tiny_distributed_cpu") -> list[str]:
-    """The ipg-train command line (the console script next to this Python, else `python -m training.train`)."""
+    """The ipg-train command line (the console script next to this Python, else `python -m ipg_keras.cli.train`)."""
     script = Path(sys.executable).with_name("ipg-train")
-    head = [str(script)] if script.exists() else [sys.executable, "-m", "training.train"]
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "ipg_keras.cli.train"]
     args = head + [config, "--output", str(output)]
     for item in TINY + overrides:
         args += ["--set", item]
@@ -104,8 +104,8 @@ _RUN_CONFIGS = textwrap.dedent("""
     import json, sys
     import numpy as np
     import keras
-    from training.config import load_config
-    from training.train import run
+    from ipg_keras.training.config import load_config
+    from ipg_keras.training.train import run
     out, runs = sys.argv[1], json.loads(sys.argv[2])
     results = {}
     for name, overrides in runs.items():
@@ -122,7 +122,7 @@ _RUN_CONFIGS = textwrap.dedent("""
 
 
 def run_configs_in_one_process(output: Path, runs: dict[str, list[str]], env: dict | None = None) -> dict:
-    """`training.train.run` on several override lists in one Python process (one TF start-up)."""
+    """`ipg_keras.training.train.run` on several override lists in one Python process (one TF start-up)."""
     proc = run_checked([sys.executable, "-c", _RUN_CONFIGS, str(output), json.dumps(runs)],
                        env=env or subprocess_env())
     return json.loads(proc.stdout.strip().splitlines()[-1])
