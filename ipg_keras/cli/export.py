@@ -19,24 +19,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ipg_keras.utils.sizes import parse_image_size
+
 FORMATS = ("saved_model", "tflite")
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
-
-
-def parse_image_size(text: str | None) -> tuple[int, int] | None:
-    """`"512"` -> (512, 512); `"384,640"` or `"384x640"` -> (384, 640) (height, width)."""
-    if text is None:
-        return None
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        values = [int(p) for p in parts if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"image size {text!r} must be N or H,W (integers)") from None
-    if len(values) == 1:
-        values = values * 2
-    if len(values) != 2 or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"image size {text!r} must be N or H,W with positive integers")
-    return values[0], values[1]
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -62,21 +48,19 @@ def _find_config(model_path: Path, config: str | None):
     return load_config(candidate) if candidate.is_file() else None
 
 
-def _image_files(folder: Path) -> list[Path]:
-    from ipg_keras.cli.predict import collect_images
-
-    files, _ = collect_images([str(folder)])
-    if not files:
-        raise FileNotFoundError(f"--calibration-dir {folder} holds no image files.")
-    return files
-
-
 def calibration_source(cfg, calibration_dir: str | None) -> Any:
-    """Images for int8 calibration: a folder of image files, else the config's training data."""
-    if calibration_dir is not None:
-        from ipg_keras.cli.predict import read_image
+    """Images for int8 calibration: a folder of image files, else the config's training data.
 
-        files = _image_files(Path(calibration_dir))
+    Both are read by the package's one image reader (`read_image`, directly or in the
+    loaders), so the calibration sees the pixels training and prediction see.
+    """
+    if calibration_dir is not None:
+        from ipg_keras.data.image_files import find_image_files
+        from ipg_keras.data.image_io import read_image
+
+        files, _ = find_image_files([calibration_dir])
+        if not files:
+            raise FileNotFoundError(f"--calibration-dir {calibration_dir} holds no image files.")
 
         def images():
             for f in files:

@@ -8,17 +8,25 @@ Writes to DIR:
   in original pixels, `score`); `image_id` is the image's index in sorted file
   order, or its id in `--annotations` (COCO JSON); `category_id` is class + 1, or
   the COCO category of `--annotations`.
-* `images.json`: `{file: image_id}`; `visualizations/<name>.png`: boxes drawn.
+* `images.json`: `{relative path: image_id}`; `visualizations/<relative path>.png`:
+  boxes drawn. Relative paths are taken from the folder holding all inputs and
+  keep the extension (`cam1/000001.jpg` -> `visualizations/cam1/000001.jpg.png`),
+  so files with the same name in different folders, or `frame.jpg` beside
+  `frame.png`, never overwrite each other.
 * with `--annotations` (COCO JSON file or Pascal VOC folder): `metrics.json` with
   the COCO metrics (AP, AP50, AP75, APs, APm, APl, ...), ground truth drawn green.
+  Images match annotations by relative path (COCO `file_name` with folders, VOC
+  XML paths), by bare name only when that is unambiguous.
 * `errors.json` when some files failed (each with the reason); the others are
   still processed and the exit code is 1.
 
-Images are letterboxed to the model input size (resize keeping aspect, pad);
-images larger than the input are cut into overlapping tiles whose detections
-are merged by class-aware NMS (`--mode auto`, default). `--mode resize` always
-letterboxes, `--mode slice` always tiles, `--mode direct` feeds the image as is
-(a TFLite model then needs exactly its input size).
+Images are read by `ipg_keras.data.image_io.read_image` (every format and mode,
+EXIF orientation, 16-bit by full scale) and predicted by
+`ipg_keras.inference.predict_image`: letterboxed to the model input size (resize
+keeping aspect, pad); images larger than the input are cut into overlapping tiles
+whose detections are merged by class-aware NMS (`--mode auto`, default).
+`--mode resize` always letterboxes, `--mode slice` always tiles, `--mode direct`
+feeds the image as is (a TFLite model then needs exactly its input size).
 """
 
 from __future__ import annotations
@@ -27,46 +35,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-MODES = ("auto", "resize", "slice", "direct")
-
-
-# ----------------------------------------------------------------- inputs
-def collect_images(inputs: Sequence[str], recursive: bool = False) -> tuple[list[Path], list[dict]]:
-    """Image files from files and folders, sorted; plus errors for inputs that do not exist."""
-    files: list[Path] = []
-    errors: list[dict] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = [p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
-            if not found:
-                errors.append({"file": str(path), "error": "folder holds no image files "
-                               f"({', '.join(IMAGE_EXTENSIONS)})"})
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            errors.append({"file": str(path), "error": "no such file or folder"})
-    unique = sorted(set(files), key=lambda p: str(p))
-    return unique, errors
-
-
-def read_image(path: Path) -> np.ndarray:
-    """uint8 `[H, W, 3]` RGB; raises ValueError naming the file when it cannot be decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from None
+from ipg_keras.data.image_files import find_image_files, match_files, relative_names
+from ipg_keras.inference.predict import MODES
 
 
 # ------------------------------------------------------------ annotations
@@ -75,7 +49,9 @@ def load_annotations(path: str | Path, files: list[Path], class_names: list[str]
 
     Returns {"ids": {file: image_id}, "gts": {file: {"boxes" [N, 4], "classes" [N],
     "iscrowd"/"difficult" [N]}}, "category_ids": list (class -> COCO id) or None,
-    "class_names": list or None, "unmatched": [files without annotation]}.
+    "class_names": list or None, "unmatched": [files without annotation], "ambiguous":
+    {file: reason} for unmatched files whose annotation is ambiguous}. Files match
+    annotations by relative path (`ipg_keras.data.image_files.match_files`).
     """
     path = Path(path)
     if not path.exists():
@@ -97,17 +73,19 @@ def _coco_annotations(path: Path, files: list[Path]) -> dict[str, Any]:
     if not isinstance(data, dict) or "images" not in data or "categories" not in data:
         raise ValueError(f"--annotations {path}: COCO JSON needs 'images' and 'categories' lists.")
     label_map = CocoLabelMap.from_categories(data["categories"])
-    by_name = {Path(im["file_name"]).name: int(im["id"]) for im in data["images"] if im.get("file_name")}
+    # Images match file_name by relative path (bare name only when unambiguous).
+    listed = [im for im in data["images"] if im.get("file_name")]
+    matched, ambiguous = match_files(files, [str(im["file_name"]) for im in listed])
     anns: dict[int, list[dict]] = {}
     for ann in data.get("annotations", []):
         if int(ann.get("category_id", -1)) in label_map.category_id_to_class and len(ann.get("bbox", [])) == 4:
             anns.setdefault(int(ann["image_id"]), []).append(ann)
     ids, gts, unmatched = {}, {}, []
     for f in files:
-        if f.name not in by_name:
+        if f not in matched:
             unmatched.append(f)
             continue
-        iid = by_name[f.name]
+        iid = int(listed[matched[f]]["id"])
         items = anns.get(iid, [])
         xywh = np.asarray([a["bbox"] for a in items], np.float32).reshape(-1, 4)
         ids[f] = iid
@@ -117,7 +95,7 @@ def _coco_annotations(path: Path, files: list[Path]) -> dict[str, Any]:
             "iscrowd": np.asarray([bool(a.get("iscrowd", 0)) for a in items], bool),
         }
     return {"ids": ids, "gts": gts, "category_ids": list(label_map.category_ids),
-            "class_names": list(label_map.class_names), "unmatched": unmatched}
+            "class_names": list(label_map.class_names), "unmatched": unmatched, "ambiguous": ambiguous}
 
 
 def _voc_annotations(path: Path, files: list[Path], class_names: list[str] | None) -> dict[str, Any]:
@@ -125,28 +103,27 @@ def _voc_annotations(path: Path, files: list[Path], class_names: list[str] | Non
 
     if path.is_dir():
         folder = path / "Annotations" if (path / "Annotations").is_dir() else path
-        xmls = sorted(folder.glob("*.xml"))
+        xmls = sorted(folder.rglob("*.xml"))
         if not xmls:
             raise FileNotFoundError(f"--annotations {path}: no .xml files in {folder}.")
     else:
-        xmls = [path]
-    parsed = {}
+        folder, xmls = path.parent, [path]
+    by_xml = {}  # XML path relative to the annotation folder -> info
     for x in xmls:
         try:
             info = parse_voc_xml(x)
         except Exception as error:  # noqa: BLE001 - ParseError, ValueError
             print(f"ipg-predict: skipping annotation {x}: {error}", file=sys.stderr)
             continue
-        parsed[x.stem] = info
-        if info["filename"]:
-            parsed.setdefault(Path(info["filename"]).stem, info)
+        by_xml[x.relative_to(folder).as_posix()] = info
     names = list(class_names) if class_names else sorted(
-        {o["name"] for info in parsed.values() for o in info["objects"] if o["name"]}
+        {o["name"] for info in by_xml.values() for o in info["objects"] if o["name"]}
     )
     index = {n: i for i, n in enumerate(names)}
     gts, unmatched = {}, []
+    match, ambiguous = _match_voc(files, by_xml)
     for f in files:
-        info = parsed.get(f.stem)
+        info = match.get(f)
         if info is None:
             unmatched.append(f)
             continue
@@ -156,50 +133,22 @@ def _voc_annotations(path: Path, files: list[Path], class_names: list[str] | Non
             "classes": np.asarray([index[o["name"]] for o in objs], np.int32),
             "difficult": np.asarray([o["difficult"] for o in objs], bool),
         }
-    return {"ids": {}, "gts": gts, "category_ids": None, "class_names": names, "unmatched": unmatched}
+    return {"ids": {}, "gts": gts, "category_ids": None, "class_names": names, "unmatched": unmatched,
+            "ambiguous": ambiguous}
 
 
-# -------------------------------------------------------------- inference
-def _pad_to(batch: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    if batch.shape[1:3] == (h, w):
-        return batch
-    out = np.zeros((batch.shape[0], h, w, 3), batch.dtype)
-    out[:, : batch.shape[1], : batch.shape[2]] = batch
-    return out
-
-
-def predict_image(detector, image: np.ndarray, mode: str = "auto", overlap: float = 0.25,
-                  batch_size: int = 4) -> dict[str, np.ndarray]:
-    """Detections `{"boxes" [K, 4] original pixels, "scores", "classes"}` of one uint8 image."""
-    from ipg_keras.inference import sliced_predict
-
-    in_h, in_w = detector.input_size
-    h, w = image.shape[:2]
-    larger = h > in_h or w > in_w
-    if mode == "slice" or (mode == "auto" and larger):
-        tile = min(in_h, in_w)
-        is_tflite = getattr(detector, "format", "") == "tflite"
-        out = sliced_predict(
-            lambda tiles: detector(_pad_to(tiles, (in_h, in_w))), image.astype(np.float32),
-            tile_size=tile, overlap=int(round(tile * overlap)), batch_size=1 if is_tflite else batch_size,
-            score_threshold=0.0, pad_batch=not is_tflite,
-        )
-        return {k: out[k] for k in ("boxes", "scores", "classes")}
-    if mode == "direct" or getattr(detector, "format", "") == "saved_model":
-        # As is; a SavedModel letterboxes inside and returns original pixels itself.
-        out = detector(image[None])
-        scale = 1.0
-    else:
-        from ipg_keras.export.runtime import letterbox
-
-        padded, scale = letterbox(image, (in_h, in_w))
-        out = detector(padded[None])
-    n = int(out["num_detections"][0])
-    boxes = out["boxes"][0, :n] / scale
-    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
-    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
-    return {"boxes": boxes, "scores": out["scores"][0, :n], "classes": out["classes"][0, :n]}
+def _match_voc(files: list[Path], by_xml: dict[str, dict]) -> tuple[dict[Path, dict], dict[Path, str]]:
+    """Image file -> its VOC annotation: by the XML's relative path (`cam1/000001.xml` ~
+    `.../cam1/000001.jpg`), then, for the rest, by the `<filename>` the XML names."""
+    keys = list(by_xml)
+    matched, ambiguous = match_files(files, keys, compare_stems=True)
+    result = {f: by_xml[keys[j]] for f, j in matched.items()}
+    taken = set(matched.values())
+    rest = [f for f in files if f not in matched and f not in ambiguous]
+    named = [(j, by_xml[k]["filename"]) for j, k in enumerate(keys) if j not in taken and by_xml[k]["filename"]]
+    more, more_ambiguous = match_files(rest, [n for _, n in named])
+    result.update({f: by_xml[keys[named[i][0]]] for f, i in more.items()})
+    return result, {**ambiguous, **more_ambiguous}
 
 
 # ------------------------------------------------------------------ main
@@ -225,11 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.overlap < 1.0:
         parser.error("--overlap must be in [0, 1)")
 
-    from ipg_keras.cli.export import parse_image_size
-    from ipg_keras.export.runtime import ModelLoadError, load_detector
+    from ipg_keras.data.image_io import read_image
+    from ipg_keras.inference import ModelLoadError, load_detector, predict_image
+    from ipg_keras.utils.sizes import parse_image_size
 
     output = Path(args.output)
-    files, errors = collect_images(args.images, args.recursive)
+    files, errors = find_image_files(args.images, args.recursive)
+    names = relative_names(files, args.images)  # output names: unique, extension kept
     if not files:
         print("ipg-predict: no image files found in " + ", ".join(args.images), file=sys.stderr)
         for e in errors:
@@ -237,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         size = parse_image_size(args.image_size)
-    except argparse.ArgumentTypeError as error:
+    except ValueError as error:
         parser.error(str(error))
     try:
         detector = load_detector(args.model, image_size=size)
@@ -255,7 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         class_names = class_names or ann["class_names"]
         for f in ann["unmatched"]:
-            print(f"ipg-predict: {f} has no annotation in {args.annotations}; not scored", file=sys.stderr)
+            reason = ann.get("ambiguous", {}).get(f)
+            print(f"ipg-predict: {f} has no annotation in {args.annotations}"
+                  + (f" ({reason})" if reason else "") + "; not scored", file=sys.stderr)
 
     # Image ids: the annotation file's, else the index in sorted order (fresh ids
     # past the largest annotated one for files the annotations do not list).
@@ -279,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     for f in tqdm(files, desc="ipg-predict", disable=len(files) < 5):
         try:
             image = read_image(f)
-            pred = predict_image(detector, image, args.mode, args.overlap)
-        except ValueError as error:  # unreadable image, wrong size for a TFLite model
+            pred = predict_image(detector, image, args.mode, overlap=args.overlap)
+        except (ValueError, OSError) as error:  # unreadable image, wrong size for a TFLite model
             errors.append({"file": str(f), "error": str(error)})
             print(f"ipg-predict: {f}: {error}", file=sys.stderr)
             continue
@@ -303,15 +256,16 @@ def main(argv: list[str] | None = None) -> int:
 
             from ipg_keras.visualization import draw_detections
 
-            vis_dir.mkdir(exist_ok=True)
             drawn = draw_detections(image, boxes, classes, scores, class_names=class_names, ground_truth=gt,
                                     score_threshold=args.draw_threshold)
-            Image.fromarray(drawn).save(vis_dir / f"{f.stem}.png")
+            target = vis_dir / f"{names[f]}.png"  # cam1/000001.jpg -> visualizations/cam1/000001.jpg.png
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(drawn).save(target)
 
     with open(output / "detections.json", "w") as fh:
         json.dump(results, fh)
     with open(output / "images.json", "w") as fh:
-        json.dump({str(f): int(ids[f]) for f in files}, fh, indent=1)
+        json.dump({names[f]: int(ids[f]) for f in files}, fh, indent=1)
     summary: dict[str, Any] = {"images": len(files) - sum(1 for e in errors if Path(e["file"]) in ids),
                                "detections": len(results), "failed": len(errors)}
     if ann is not None:

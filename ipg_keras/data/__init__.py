@@ -15,6 +15,8 @@ from ipg_keras.data.augment import (
     scale_jitter,
 )
 from ipg_keras.data.coco_json import CocoLabelMap, from_coco_json, load_coco_json
+from ipg_keras.data.image_files import IMAGE_EXTENSIONS, find_image_files, match_files, relative_names
+from ipg_keras.data.image_io import ImageInfo, ImageReadError, ImageReadWarning, check_image, read_image
 from ipg_keras.data.pascal_voc import from_pascal_voc, load_pascal_voc, parse_voc_xml
 from ipg_keras.data.pipeline import make_batches, make_eval_batches, to_original_frame
 from ipg_keras.data.records import ImageRecord, ParsedDataset, records_to_dataset
@@ -29,12 +31,18 @@ __all__ = [
     "AugmentConfig",
     "CocoLabelMap",
     "DataError",
+    "IMAGE_EXTENSIONS",
+    "ImageInfo",
+    "ImageReadError",
+    "ImageReadWarning",
     "ImageRecord",
     "LoadReport",
     "ParsedDataset",
     "SYNTHETIC_CLASS_NAMES",
     "TILE_ID_STRIDE",
     "augment_element",
+    "check_image",
+    "find_image_files",
     "color_jitter",
     "from_coco_json",
     "from_pascal_voc",
@@ -43,10 +51,13 @@ __all__ = [
     "load_pascal_voc",
     "make_batches",
     "make_eval_batches",
+    "match_files",
     "parse_voc_xml",
     "random_crop",
     "random_flip",
+    "read_image",
     "records_to_dataset",
+    "relative_names",
     "resize_and_pad",
     "scale_jitter",
     "synthetic_dataset",

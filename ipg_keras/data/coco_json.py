@@ -165,7 +165,9 @@ def from_coco_json(
         annotation_file: COCO JSON with "images", "annotations", "categories".
         image_dir: folder the images' `file_name`s are relative to.
         strict: raise `DataError` on the first problem instead of skipping it.
-        validate: image check at load time: "header", "verify" (default) or "decode".
+        validate: image check at load time (`ipg_keras.data.image_io.check_image`):
+            "header", "verify" (default: also proves every file complete, so
+            truncated files are reported and skipped) or "decode" (full decode).
 
     Returns:
         Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] xyxy,

@@ -3,9 +3,11 @@ pipeline that decodes their images in parallel.
 
 File loaders (Pascal VOC, COCO JSON) parse every annotation in Python first:
 that is fast, and it lets every problem be reported with the file it comes
-from. Images are checked at load time too (PIL reads the header, by default
-also verifies the file), because a decoding error inside tf.data cannot name
-the file. Only then is a `tf.data.Dataset` built, which decodes in parallel.
+from. Images are checked at load time too (`ipg_keras.data.image_io.check_image`;
+the default level proves each file complete, so a truncated JPEG is reported
+and skipped here), because a decoding error inside tf.data stops training. Only
+then is a `tf.data.Dataset` built, which decodes in parallel with the package's
+one image reader, `ipg_keras.data.image_io.read_image`.
 """
 
 from __future__ import annotations
@@ -18,15 +20,12 @@ from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 from tqdm.auto import tqdm
 
+from ipg_keras.data.image_io import CHECK_LEVELS, ImageInfo, check_image, read_image
 from ipg_keras.data.report import DataError, LoadReport
 
-# Formats tf.io.decode_image reads; anything else PIL opens (TIFF, WebP, ...)
-# is decoded through tf.py_function.
-TF_DECODABLE_FORMATS = frozenset({"JPEG", "PNG", "BMP", "GIF"})
-VALIDATE_MODES = ("header", "verify", "decode")
+VALIDATE_MODES = CHECK_LEVELS
 
 
 @dataclasses.dataclass
@@ -49,35 +48,17 @@ class ImageRecord:
     image_format: str = "JPEG"
 
 
-def read_image_info(path: str | os.PathLike, validate: str = "verify") -> tuple[int, int, str]:
-    """(width, height, PIL format) of an image file, checked as `validate` says.
-
-    validate: "header" reads the header only; "verify" also runs PIL's integrity
-    check (catches truncated PNGs, bad chunks); "decode" decodes the whole image
-    (catches everything, slowest). Raises FileNotFoundError or OSError/ValueError.
-    """
-    if validate not in VALIDATE_MODES:
-        raise ValueError(f"validate={validate!r}; use one of {VALIDATE_MODES}")
-    with Image.open(path) as im:
-        size, fmt = im.size, (im.format or "")
-        if validate == "verify":
-            im.verify()
-        elif validate == "decode":
-            im.load()
-    return int(size[0]), int(size[1]), fmt
-
-
 def check_images(
     paths: Sequence[str], validate: str, desc: str = "checking images"
-) -> list[tuple[int, int, str] | Exception]:
-    """`read_image_info` for many files on a thread pool; errors are returned, not raised."""
+) -> list[ImageInfo | Exception]:
+    """`check_image(path, validate)` for many files on a thread pool; errors are returned, not raised."""
 
     if validate not in VALIDATE_MODES:
         raise ValueError(f"validate={validate!r}; use one of {VALIDATE_MODES}")
 
     def one(p):
         try:
-            return read_image_info(p, validate)
+            return check_image(p, validate)
         except Exception as e:  # noqa: BLE001 - every failure is reported by the caller
             return e
 
@@ -169,27 +150,20 @@ def attach_info(ds: tf.data.Dataset, **info) -> tf.data.Dataset:
     return ds
 
 
-def _decode_with_pil(path) -> np.ndarray:
-    with Image.open(path.numpy().decode("utf-8")) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+def decode_image_file(path: tf.Tensor) -> tf.Tensor:
+    """float32 `[H, W, 3]` RGB 0..255 of an image file inside tf.data.
 
+    Runs `ipg_keras.data.image_io.read_image` (the package's one reader, so every
+    format and mode gives the pixels every other path gives) through
+    `tf.py_function`; Pillow releases the GIL while decoding, so parallel map calls
+    decode in parallel. A file that fails raises an error naming it.
+    """
 
-def decode_image_file(path: tf.Tensor, use_pil: tf.Tensor | bool = False) -> tf.Tensor:
-    """float32 [H, W, 3] RGB 0..255 from a file path (tf decoder, or PIL when `use_pil`)."""
+    def read(p):
+        return read_image(os.fsdecode(p.numpy()))
 
-    def tf_decode():
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False, dtype=tf.uint8)
-        return tf.ensure_shape(img, [None, None, 3])
-
-    def pil_decode():
-        img = tf.py_function(_decode_with_pil, [path], tf.uint8)
-        return tf.ensure_shape(img, [None, None, 3])
-
-    if isinstance(use_pil, bool):
-        img = pil_decode() if use_pil else tf_decode()
-    else:
-        img = tf.cond(use_pil, pil_decode, tf_decode)
-    return tf.cast(img, tf.float32)
+    img = tf.py_function(read, [path], tf.uint8)
+    return tf.cast(tf.ensure_shape(img, [None, None, 3]), tf.float32)
 
 
 def records_to_dataset(
@@ -201,7 +175,6 @@ def records_to_dataset(
     n = len(records)
     paths = tf.constant([r.image_path for r in records] or [""], tf.string)
     ids = tf.constant([r.image_id for r in records] or [0], tf.int64)
-    use_pil = tf.constant([r.image_format not in TF_DECODABLE_FORMATS for r in records] or [False])
     counts = [len(r.boxes) for r in records]
     splits = tf.constant(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
     all_boxes = tf.constant(
@@ -214,11 +187,10 @@ def records_to_dataset(
         k: tf.constant(np.concatenate([r.flags[k] for r in records]).astype(bool) if n else np.zeros([0], bool))
         for k in flag_keys
     }
-    any_pil = bool(n) and any(r.image_format not in TF_DECODABLE_FORMATS for r in records)
 
     def load(i):
         s, e = splits[i], splits[i + 1]
-        image = decode_image_file(paths[i], use_pil[i] if any_pil else False)
+        image = decode_image_file(paths[i])
         bb = {"boxes": all_boxes[s:e], "classes": all_classes[s:e]}
         for k, v in all_flags.items():
             bb[k] = v[s:e]
@@ -242,16 +214,22 @@ def finish_records(
     for entry, info in zip(existing, infos):
         path = entry["image_path"]
         if isinstance(info, Exception):
-            report.add("corrupt_image", path, f"cannot read image ({type(info).__name__}: {info}); skipped")
+            reason = str(info).replace(f"cannot read image {path}: ", "cannot read image: ")
+            if not isinstance(info, ValueError):
+                reason = f"cannot read image ({type(info).__name__}: {info})"
+            report.add("corrupt_image", path, f"{reason}; skipped")
             continue
-        width, height, fmt = info
+        width, height, fmt = info.width, info.height, info.format
         annotated = entry.get("size")
         if annotated and annotated[0] > 0 and annotated[1] > 0 and tuple(annotated) != (width, height):
             report.add(
                 "size_mismatch",
                 entry.get("annotation_path") or path,
                 f"annotation says {annotated[0]}x{annotated[1]} but {path} is {width}x{height}; "
-                "boxes are checked against the real size",
+                "boxes are checked against the real size"
+                + (" (the file's EXIF orientation turns it by 90 degrees, as viewers and read_image show it; "
+                   "if the boxes were drawn on the unrotated pixels, rotate the file or the boxes)"
+                   if tuple(annotated) == (height, width) else ""),
             )
         boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4).copy()
         keep = sanitize_boxes(boxes, width, height, entry.get("annotation_path") or path, report)

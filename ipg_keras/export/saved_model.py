@@ -1,13 +1,16 @@
-"""SavedModel export for TF Serving: uint8 image batches and encoded JPEG/PNG bytes.
+"""SavedModel export for TF Serving: uint8 image batches and encoded image bytes.
 
 Signatures (both return boxes in the ORIGINAL image's pixels):
 
 * ``serving_default``: input ``images`` uint8 ``[B, H, W, 3]`` (any H, W; one size
   per batch). Every image is resized keeping its aspect ratio to fit the export
   size ``image_size`` and zero-padded bottom/right, as in training.
-* ``serving_bytes``: input ``image_bytes`` string ``[B]`` of encoded JPEG or PNG
-  files (TF Serving REST: ``{"instances": [{"b64": "..."}]}``; gRPC: a DT_STRING
-  tensor). Images may differ in size; each is resized to fit ``image_size``. The
+* ``serving_bytes``: input ``image_bytes`` string ``[B]`` of encoded JPEG, PNG, BMP,
+  GIF or WebP files (TF Serving REST: ``{"instances": [{"b64": "..."}]}``; gRPC: a
+  DT_STRING tensor), decoded to the pixels of `ipg_keras.data.image_io.read_image`
+  (EXIF orientation, transparency over black, 16-bit PNG by the same full-scale
+  rule; limits in `ipg_keras.data.image_bytes`). Images may differ in size; each
+  is resized to fit ``image_size``. The
   header is checked before decoding: corrupt bytes, other formats, images above
   ``max_pixels`` or requests of more than ``max_batch_size`` images fail that
   request with ``InvalidArgument`` before any pixel buffer is allocated, so memory
@@ -31,6 +34,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from ipg_keras.data.image_bytes import decode_image_bytes
 from ipg_keras.export.common import (
     METADATA_FILE,
     OUTPUT_NAMES,
@@ -50,67 +54,16 @@ DEFAULT_MAX_PIXELS = 25_000_000
 #: Default largest number of images in one `serving_bytes` request.
 DEFAULT_MAX_BATCH_SIZE = 64
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8\xff"
-
-
-def _png_size(data):
-    """(height, width) int64 from a PNG's IHDR chunk (bytes 16..23), checked to be present."""
-    length = tf.strings.length(data)
-    checks = [
-        tf.debugging.assert_greater_equal(
-            length, 33, message="serving_bytes: PNG data is truncated (no complete IHDR chunk)"
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        chunk_type = tf.strings.substr(data, 12, 4)
-    with tf.control_dependencies(
-        [tf.debugging.Assert(tf.equal(chunk_type, b"IHDR"), ["serving_bytes: PNG has no IHDR chunk"])]
-    ):
-        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
-    width = raw[0] * 16777216 + raw[1] * 65536 + raw[2] * 256 + raw[3]
-    height = raw[4] * 16777216 + raw[5] * 65536 + raw[6] * 256 + raw[7]
-    return height, width
-
-
-def _jpeg_size(data):
-    shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)  # reads the header only
-    return shape[0], shape[1]
-
-
 def decode_image_checked(data, max_pixels: int):
-    """Decodes one JPEG/PNG string to uint8 `[H, W, 3]` after validating its header.
+    """Decodes one encoded image to uint8 `[H, W, 3]` after validating its header.
 
-    Raises `InvalidArgumentError` (at run time) for another format, a corrupt or
-    truncated header, zero-sized images or more than `max_pixels` pixels, before any
-    pixel buffer is allocated.
+    `ipg_keras.data.image_bytes.decode_image_bytes`: JPEG, PNG, BMP, GIF and WebP
+    give the pixels of `ipg_keras.data.image_io.read_image` (the reader of every
+    other path). Raises `InvalidArgumentError` (at run time) for another format, a
+    corrupt or truncated header, zero-sized images or more than `max_pixels`
+    pixels, before any pixel buffer is allocated.
     """
-    is_jpeg = tf.equal(tf.strings.substr(data, 0, 3), _JPEG_SIGNATURE)
-    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_SIGNATURE)
-    known = tf.debugging.Assert(
-        tf.logical_or(is_jpeg, is_png),
-        ["serving_bytes: input is not a JPEG or PNG file (bad magic bytes); send encoded JPEG or PNG images"],
-    )
-    with tf.control_dependencies([known]):
-        height, width = tf.cond(is_jpeg, lambda: _jpeg_size(data), lambda: _png_size(data))
-    pixels = height * width
-    checks = [
-        tf.debugging.Assert(
-            tf.logical_and(height > 0, width > 0), ["serving_bytes: image has zero height or width"]
-        ),
-        tf.debugging.Assert(
-            pixels <= max_pixels,
-            ["serving_bytes: image of", height, "x", width, "pixels is above the limit of", max_pixels,
-             "pixels; downscale it before sending (limit set by export_saved_model(max_pixels=...))"],
-        ),
-    ]
-    with tf.control_dependencies(checks):
-        image = tf.cond(
-            is_jpeg,
-            lambda: tf.io.decode_jpeg(data, channels=3),
-            lambda: tf.io.decode_png(data, channels=3, dtype=tf.uint8),
-        )
-    return tf.ensure_shape(image, [None, None, 3])
+    return decode_image_bytes(data, max_pixels)
 
 
 class DetectorServingModule(tf.Module):
@@ -224,7 +177,7 @@ def export_saved_model(
             "max_batch_size": int(max_batch_size),
             "signatures": {
                 "serving_default": {"inputs": {"images": "uint8 [B, H, W, 3]"}},
-                "serving_bytes": {"inputs": {"image_bytes": "string [B] (JPEG or PNG)"}},
+                "serving_bytes": {"inputs": {"image_bytes": "string [B] (JPEG, PNG, BMP, GIF or WebP)"}},
             },
             "outputs": {
                 "boxes": "float32 [B, D, 4] xyxy, original image pixels",

@@ -1,5 +1,26 @@
-"""Inference helpers that work with any detector callable (no model imports here)."""
+"""Detection on image files and images of any size, with any model form.
 
-from ipg_keras.inference.sliced import class_aware_nms, sliced_predict
+* `load_detector(path)`: a `.keras` file, an ipg-train run folder, a SavedModel
+  folder or a `.tflite` file as one callable (`ipg_keras.export.runtime`).
+* `read_image(path)`: the package's one image reader (`ipg_keras.data.image_io`).
+* `predict_image(detector, image_or_path, mode="auto")`: letterbox or tile by
+  rule, merge tiles with the package's NMS, boxes in the image's own pixels.
+* `sliced_predict(predictor, image, ...)`: tiling for any predictor callable.
+"""
 
-__all__ = ["class_aware_nms", "sliced_predict"]
+from ipg_keras.data.image_io import ImageReadError, read_image
+from ipg_keras.export.runtime import ModelLoadError, load_detector
+from ipg_keras.inference.predict import MODES, as_detector, predict_image
+from ipg_keras.inference.sliced import merge_detections, sliced_predict
+
+__all__ = [
+    "ImageReadError",
+    "MODES",
+    "ModelLoadError",
+    "as_detector",
+    "load_detector",
+    "merge_detections",
+    "predict_image",
+    "read_image",
+    "sliced_predict",
+]

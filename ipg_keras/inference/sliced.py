@@ -2,7 +2,8 @@
 
 The image is cut into overlapping tiles (`ipg_keras.data.tiling.tile_grid`),
 tiles are predicted in batches by any callable, boxes are shifted back to the
-full image, and duplicates across tiles are merged with class-aware NMS.
+full image, and duplicates across tiles are merged with the package's class-aware
+NMS (`ipg_keras.ops.nms`, the one the detectors and their exports use).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import numpy as np
 import tensorflow as tf
 
 from ipg_keras.data.tiling import tile_grid
+from ipg_keras.ops.nms import class_aware_nms_indices
 
 Predictor = Callable[[np.ndarray], Mapping[str, object]]
 
 
-def class_aware_nms(
+def merge_detections(
     boxes: np.ndarray,
     scores: np.ndarray,
     classes: np.ndarray,
@@ -25,25 +27,21 @@ def class_aware_nms(
     max_detections: int = 300,
     score_threshold: float = 0.0,
 ) -> np.ndarray:
-    """Indices kept by per-class NMS (boxes of different classes never suppress each other),
-    ordered by descending score. boxes [K, 4] xyxy, scores [K], classes [K]."""
+    """Indices of the detections kept by class-aware NMS, by descending score.
+
+    The package's own NMS (`ipg_keras.ops.nms.class_aware_nms_indices`, the one
+    inside the detectors and their exports) on one image: boxes of different classes never
+    suppress each other. boxes `[K, 4]` xyxy pixels, scores `[K]`, classes `[K]` int.
+    Returns int64 `[N]` indices into the inputs, `N <= max_detections`.
+    """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     scores = np.asarray(scores, np.float32).reshape(-1)
     classes = np.asarray(classes, np.int64).reshape(-1)
     if len(boxes) == 0:
         return np.zeros([0], np.int64)
-    kept = []
-    for c in np.unique(classes):
-        idx = np.nonzero(classes == c)[0]
-        # tf NMS documents (y1, x1, y2, x2), but IoU is symmetric in the axes: xyxy works as is.
-        k = tf.image.non_max_suppression(
-            boxes[idx], scores[idx], max_output_size=max_detections, iou_threshold=iou_threshold,
-            score_threshold=score_threshold,
-        ).numpy()
-        kept.append(idx[k])
-    kept = np.concatenate(kept)
-    order = np.argsort(-scores[kept], kind="stable")
-    return kept[order][:max_detections].astype(np.int64)
+    indices, valid = class_aware_nms_indices(boxes, scores, classes, int(max_detections), float(iou_threshold),
+                                             float(score_threshold))
+    return indices.numpy()[: int(valid)].astype(np.int64)
 
 
 def _to_numpy(x) -> np.ndarray:
@@ -147,7 +145,7 @@ def sliced_predict(
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
     ok = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     boxes, scores, classes = boxes[ok], scores[ok], classes[ok]
-    keep = class_aware_nms(boxes, scores, classes, iou_threshold, max_detections, score_threshold)
+    keep = merge_detections(boxes, scores, classes, iou_threshold, max_detections, score_threshold)
     return {
         "boxes": boxes[keep].astype(np.float32),
         "scores": scores[keep].astype(np.float32),

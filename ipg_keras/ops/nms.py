@@ -5,7 +5,13 @@ from __future__ import annotations
 import tensorflow as tf
 
 
-def _nms_one_image(boxes, scores, classes, max_detections, iou_threshold, score_threshold):
+def class_aware_nms_indices(boxes, scores, classes, max_detections, iou_threshold, score_threshold):
+    """Class-aware NMS of one image: `(indices [max_detections] int32, num_valid)`.
+
+    boxes `[K, 4]` xyxy, scores `[K]`, classes `[K]` int. The first `num_valid`
+    indices point to the kept boxes, by descending score; the rest is padding.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
     # Class-aware NMS as one class-agnostic NMS: shifting every class's boxes
     # into a disjoint region makes cross-class IoU zero (torchvision's
     # batched_nms trick). One NMS over K boxes is far cheaper than C of them,
@@ -15,13 +21,19 @@ def _nms_one_image(boxes, scores, classes, max_detections, iou_threshold, score_
     # NMS wants (y1, x1, y2, x2); IoU is symmetric, so xyxy works unchanged.
     indices, _, valid = tf.raw_ops.NonMaxSuppressionV5(
         boxes=shifted,
-        scores=scores,
+        scores=tf.convert_to_tensor(scores, tf.float32),
         max_output_size=max_detections,
         iou_threshold=iou_threshold,
         score_threshold=score_threshold,
         soft_nms_sigma=0.0,
         pad_to_max_output_size=True,
     )
+    return indices, valid
+
+
+def _nms_one_image(boxes, scores, classes, max_detections, iou_threshold, score_threshold):
+    indices, valid = class_aware_nms_indices(boxes, scores, classes, max_detections, iou_threshold,
+                                             score_threshold)
     keep = tf.range(max_detections) < valid
     out_boxes = tf.where(keep[:, None], tf.gather(boxes, indices), 0.0)
     out_scores = tf.where(keep, tf.gather(scores, indices), 0.0)

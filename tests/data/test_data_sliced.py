@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ipg_keras.inference import class_aware_nms, sliced_predict
+from ipg_keras.inference import merge_detections, sliced_predict
 
 
 def _scene(h, w, boxes, classes):
@@ -112,14 +112,34 @@ def test_sliced_predict_small_image_and_full_image_pass():
     _match(with_full, np.asarray([[60, 80, 210, 230]]), [2], atol=4.0)
 
 
-def test_class_aware_nms_suppresses_within_class_only():
+def test_merge_detections_suppresses_within_class_only():
+    """Tiles are merged by the package's own class-aware NMS (ipg_keras.ops.nms)."""
     boxes = np.asarray([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [50, 50, 60, 60]], np.float32)
-    scores = np.asarray([0.9, 0.8, 0.7, 0.6], np.float32)
+    scores = np.asarray([0.6, 0.8, 0.7, 0.9], np.float32)
     classes = np.asarray([0, 0, 1, 0])
-    keep = class_aware_nms(boxes, scores, classes, iou_threshold=0.5)
-    assert keep.tolist() == [0, 2, 3]  # box 1 overlaps box 0 of its class; box 2 is another class
-    assert class_aware_nms(boxes, scores, classes, max_detections=2).tolist() == [0, 2]
-    assert class_aware_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0)).tolist() == []
+    keep = merge_detections(boxes, scores, classes, iou_threshold=0.5)
+    # By score: 3 (0.9), 1 (0.8, suppresses box 0 of its class), 2 (0.7, another class).
+    assert keep.tolist() == [3, 1, 2]
+    assert merge_detections(boxes, scores, classes, max_detections=2).tolist() == [3, 1]
+    assert merge_detections(boxes, scores, classes, score_threshold=0.75).tolist() == [3, 1]
+    assert merge_detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0)).tolist() == []
+
+
+def test_merge_detections_equals_the_models_batched_nms():
+    from ipg_keras.ops import batched_class_aware_nms
+
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 200, (60, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(5, 40, (60, 2))], 1).astype(np.float32)
+    scores = rng.uniform(0, 1, 60).astype(np.float32)
+    classes = rng.integers(0, 3, 60)
+    keep = merge_detections(boxes, scores, classes, iou_threshold=0.4, max_detections=25)
+    ref = batched_class_aware_nms(boxes[None], scores[None], classes[None], max_detections=25, iou_threshold=0.4,
+                                  score_threshold=0.0)
+    n = int(ref["num_detections"][0])
+    assert len(keep) == n
+    np.testing.assert_array_equal(boxes[keep], ref["boxes"][0, :n].numpy())
+    np.testing.assert_array_equal(classes[keep], ref["classes"][0, :n].numpy())
 
 
 def test_sliced_predict_rejects_batches_of_images():

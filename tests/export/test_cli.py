@@ -83,7 +83,9 @@ def test_predict_keras_writes_coco_results_metrics_and_pngs(keras_predict_run, i
     errors = _load(out / "errors.json")
     assert [Path(e["file"]).name for e in errors] == ["broken.png"]
     assert "cannot read image" in errors[0]["error"]
-    assert sorted(p.name for p in (out / "visualizations").glob("*.png")) == [f"img{i}.png" for i in range(5)]
+    # Drawings keep the input's name and extension: img4.jpg -> img4.jpg.png (beside a possible img4.png).
+    assert sorted(p.name for p in (out / "visualizations").glob("*.png")) == (
+        [f"img{i}.png.png" for i in range(4)] + ["img4.jpg.png"])
 
     results = _load(out / "detections.json")
     assert results and {r["image_id"] for r in results} <= {100, 101, 102, 103, 104}
@@ -241,3 +243,100 @@ def test_console_scripts_are_declared():
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["ipg-export"] == "ipg_keras.cli.export:main"
     assert scripts["ipg-predict"] == "ipg_keras.cli.predict:main"
+
+
+# ------------------------------------------------------------- robustness cases (../shared/cases)
+CASES = Path(__file__).resolve().parents[2] / ".." / "shared" / "cases"
+
+
+def _case(name: str) -> Path:
+    folder = CASES / name
+    if not folder.is_dir():
+        pytest.skip(f"shared case {name} not found at {folder} (../shared is absent in this checkout)")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one_class_model_path(tmp_path_factory) -> Path:
+    """An untrained 1-class tiny detector (the case's COCO file has one category), saved as .keras."""
+    from model_helpers import tiny_retinanet
+
+    model = tiny_retinanet(num_classes=1, max_level=5, score_threshold=0.0, max_detections=10)
+    model(np.zeros((1, 64, 64, 3), np.float32))
+    path = tmp_path_factory.mktemp("one_class") / "model.keras"
+    model.save(path)
+    return path
+
+
+def test_same_name_folders_keep_relative_paths_and_match_annotations_by_them(one_class_model_path, tmp_path,
+                                                                             capsys):
+    from ipg_keras.cli.predict import load_annotations
+    from ipg_keras.data.image_files import find_image_files
+
+    folder = _case("same-name-folders")
+    code = _run_predict([one_class_model_path, folder / "imgs", "--recursive", "--output", tmp_path,
+                         "--annotations", folder / "ann.json", "--image-size", "64"])
+    assert code == 0
+    drawn = sorted(p.relative_to(tmp_path / "visualizations").as_posix()
+                   for p in (tmp_path / "visualizations").rglob("*.png"))
+    assert drawn == ["cam1/000001.jpg.png", "cam2/000001.jpg.png", "cam3/frame.jpg.png", "cam3/frame.png.png"]
+    # images.json: relative paths; the annotated ids, fresh ids past them for the others.
+    assert _load(tmp_path / "images.json") == {"cam1/000001.jpg": 1, "cam2/000001.jpg": 2, "cam3/frame.jpg": 3,
+                                               "cam3/frame.png": 4}
+    assert _load(tmp_path / "metrics.json")["num_images"] == 2
+    assert "frame.jpg has no annotation" in capsys.readouterr().err
+    # Each camera's image gets its own ground truth (file_name with folders), not the other's.
+    files, _ = find_image_files([folder / "imgs"], recursive=True)
+    ann = load_annotations(folder / "ann.json", files, None)
+    by_name = {f.relative_to(folder / "imgs").as_posix(): g["boxes"].tolist() for f, g in ann["gts"].items()}
+    assert by_name == {"cam1/000001.jpg": [[4, 4, 24, 24]], "cam2/000001.jpg": [[60, 30, 90, 60]]}
+
+
+def test_16bit_case_through_ipg_predict_identical_and_not_white(trained_model_path, tmp_path):
+    folder = _case("16bit-images")
+    code = _run_predict([trained_model_path, folder / "cells.tif", folder / "cells.png", "--output", tmp_path,
+                         "--image-size", "64", "--draw-threshold", "2"])  # nothing drawn: the pixels as read
+    assert code == 0
+    tif = np.asarray(Image.open(tmp_path / "visualizations" / "cells.tif.png"))
+    png = np.asarray(Image.open(tmp_path / "visualizations" / "cells.png.png"))
+    np.testing.assert_array_equal(tif, png)
+    assert set(np.unique(tif).tolist()) == {3, 15}  # full scale: 1000 >> 8, 4000 >> 8; never white
+    assert tif[28, 32, 0] == 15 and tif[2, 2, 0] == 3  # the object (box 20..44 x 16..40) brighter
+    results = _load(tmp_path / "detections.json")
+    for key in ("category_id", "bbox", "score"):  # same pixels, same detections for both files
+        assert [r[key] for r in results if r["image_id"] == 0] == [r[key] for r in results if r["image_id"] == 1]
+
+
+def test_voc_annotations_match_by_relative_path(tmp_path):
+    from ipg_keras.cli.predict import load_annotations
+
+    for cam, box in (("cam1", (2, 2, 10, 10)), ("cam2", (20, 20, 30, 30))):
+        (tmp_path / "imgs" / cam).mkdir(parents=True)
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "imgs" / cam / "000001.jpg")
+        (tmp_path / "voc" / cam).mkdir(parents=True)
+        (tmp_path / "voc" / cam / "000001.xml").write_text(
+            f"<annotation><filename>000001.jpg</filename><object><name>a</name><bndbox><xmin>{box[0]}</xmin>"
+            f"<ymin>{box[1]}</ymin><xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object></annotation>")
+    files = sorted((tmp_path / "imgs").rglob("*.jpg"))
+    ann = load_annotations(tmp_path / "voc", files, None)
+    assert {f.parent.name: g["boxes"].tolist() for f, g in ann["gts"].items()} == {
+        "cam1": [[2, 2, 10, 10]], "cam2": [[20, 20, 30, 30]]}
+    # A bare-name fallback that would be ambiguous is refused, not guessed.
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "one.xml").write_text((tmp_path / "voc" / "cam1" / "000001.xml").read_text())
+    ann = load_annotations(flat, files, None)
+    assert ann["gts"] == {} and sorted(ann["unmatched"]) == files
+    assert all("ambiguous" in reason for reason in ann["ambiguous"].values()) and len(ann["ambiguous"]) == 2
+
+
+def test_no_cli_module_imports_another():
+    import ast
+
+    from export_helpers import REPO
+
+    for path in sorted((REPO / "ipg_keras" / "cli").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            assert not [n for n in names if n.startswith("ipg_keras.cli")], f"{path.name} imports {names}"

@@ -82,7 +82,7 @@ def test_serving_bytes_batch_of_different_sizes(trained_model, loaded, uint8_val
     images = [uint8_val_images[0], uint8_val_images[1, :48, :60], uint8_val_images[2, :32, :64]]
     encoded = [_png(images[0]), _jpeg(images[1]), _png(images[2])]
     out = _outputs_np(loaded.signatures["serving_bytes"](image_bytes=tf.constant(encoded)))
-    decoded = [images[0], tf.io.decode_jpeg(encoded[1]).numpy(), images[2]]
+    decoded = [images[0], tf.io.decode_jpeg(encoded[1], dct_method="INTEGER_ACCURATE").numpy(), images[2]]
     for b, image in enumerate(decoded):
         assert_same_detections(valid(out, b), keras_reference(trained_model, image))
 
@@ -100,12 +100,26 @@ def _huge_jpeg_header(image) -> bytes:
     return bytes(data)
 
 
+def _rle_bmp() -> bytes:
+    import io
+
+    from PIL import Image
+
+    data = io.BytesIO()
+    Image.new("P", (8, 8)).save(data, "BMP")
+    patched = bytearray(data.getvalue())
+    patched[30:34] = (1).to_bytes(4, "little")  # biCompression = BI_RLE8, which TensorFlow cannot decode
+    return bytes(patched)
+
+
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("text", "not a JPEG or PNG"),
-        ("empty", "not a JPEG or PNG"),
-        ("gif", "not a JPEG or PNG"),
+        ("text", "not a JPEG, PNG, BMP, GIF or WebP"),
+        ("empty", "not a JPEG, PNG, BMP, GIF or WebP"),
+        ("tiff", "TIFF and other formats cannot be decoded in TensorFlow"),
+        ("gif", "zero height or width"),
+        ("bmp_rle", "BMP with"),
         ("png_magic_only", "truncated"),
         ("corrupt_jpeg_header", ""),
         ("truncated_jpeg", ""),
@@ -122,6 +136,8 @@ def test_serving_bytes_rejects_untrusted_input(loaded, uint8_val_images, case, m
         "text": b"hello, this is not an image",
         "empty": b"",
         "gif": b"GIF89a" + bytes(50),
+        "tiff": b"II*\x00" + bytes(50),
+        "bmp_rle": _rle_bmp(),
         "png_magic_only": b"\x89PNG\r\n\x1a\n" + b"\x00" * 10,
         "corrupt_jpeg_header": b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4,
         "truncated_jpeg": _jpeg(image)[: len(_jpeg(image)) // 2],
