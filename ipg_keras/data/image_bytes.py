@@ -37,15 +37,20 @@ _MAX_SEGMENTS = 12  # JPEG marker segments walked before giving up on EXIF
 _MAX_IFD_ENTRIES = 128
 
 
+def _substr(data, start, length: int):
+    """`data[start:start + length]`, empty past the end (tf.strings.substr fails there)."""
+    return tf.strings.substr(data, tf.minimum(start, tf.strings.length(data)), length)
+
+
 def _bytes_at(data, start: int, length: int):
     """int64 `[length]` bytes of `data` from `start`, zero-padded past its end."""
-    chunk = tf.strings.substr(data, tf.minimum(start, tf.strings.length(data)), length)
+    chunk = _substr(data, start, length)
     return tf.cast(tf.io.decode_raw(chunk, tf.uint8, fixed_length=length), tf.int64)
 
 
 def _format_index(data):
     """0..4 for `FORMATS`, 5 for TIFF, 6 for anything else."""
-    head = tf.strings.substr(data, 0, 12)
+    head = tf.strings.join([_substr(data, 0, 12), tf.constant(b"\0" * 12)])
     is_jpeg = tf.equal(tf.strings.substr(head, 0, 3), _JPEG_SIGNATURE)
     is_png = tf.equal(tf.strings.substr(head, 0, 8), _PNG_SIGNATURE)
     is_bmp = tf.equal(tf.strings.substr(head, 0, 2), b"BM")
@@ -71,7 +76,7 @@ def _png_size(data):
         tf.strings.length(data), 33, message="serving_bytes: PNG data is truncated (no complete IHDR chunk)")]
     with tf.control_dependencies(checks):
         b = _bytes_at(data, 0, 24)
-    ihdr = tf.debugging.Assert(tf.equal(tf.strings.substr(data, 12, 4), b"IHDR"),
+    ihdr = tf.debugging.Assert(tf.equal(_substr(data, 12, 4), b"IHDR"),
                                ["serving_bytes: PNG has no IHDR chunk"])
     with tf.control_dependencies([ihdr]):
         width = b[16] * 16777216 + b[17] * 65536 + b[18] * 256 + b[19]
@@ -113,7 +118,7 @@ def _gif_size(data):
 
 def _webp_size(data):
     b = _bytes_at(data, 0, 30)
-    chunk = tf.strings.substr(data, 12, 4)
+    chunk = _substr(data, 12, 4)
     # TensorFlow's WebP decoder corrupts memory on some animations: refuse them before decoding.
     animated = tf.logical_and(tf.equal(chunk, b"VP8X"), tf.equal(b[20] // 2 % 2, 1))
     still = tf.debugging.Assert(tf.logical_not(animated), [
@@ -213,7 +218,7 @@ def _png_has_trns(data):
 
     def body(pos, found, done):
         header = _bytes_at(data, tf.cast(pos, tf.int32), 8)
-        kind = tf.strings.substr(data, tf.cast(tf.minimum(pos + 4, n), tf.int32), 4)
+        kind = _substr(data, tf.cast(tf.minimum(pos + 4, n), tf.int32), 4)
         length = header[0] * 16777216 + header[1] * 65536 + header[2] * 256 + header[3]
         return pos + 12 + length, tf.equal(kind, b"tRNS"), tf.logical_or(tf.equal(kind, b"IDAT"), pos + 8 > n)
 
@@ -262,7 +267,7 @@ def decode_image_bytes(data, max_pixels: int):
     known = tf.debugging.Assert(
         tf.less(index, 5),
         ["serving_bytes: input is not a JPEG, PNG, BMP, GIF or WebP file (magic bytes:",
-         tf.strings.substr(data, 0, 4), "); TIFF and other formats cannot be decoded in TensorFlow: decode "
+         _substr(data, 0, 4), "); TIFF and other formats cannot be decoded in TensorFlow: decode "
          "them with ipg_keras.data.image_io.read_image and send pixels to serving_default, or convert them"],
         summarize=4,
     )

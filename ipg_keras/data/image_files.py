@@ -23,8 +23,8 @@ def find_image_files(inputs: Sequence[str | os.PathLike], recursive: bool = Fals
 
     Args:
         inputs: image files (taken whatever their extension) and folders (their
-            files with an `IMAGE_EXTENSIONS` extension, in subfolders too when
-            `recursive`).
+            files with an `IMAGE_EXTENSIONS` extension, any case, in subfolders too
+            when `recursive`; hidden files such as macOS `._x.jpg` are left out).
 
     Returns:
         `(files, errors)`: `errors` lists `{"file", "error"}` for inputs that do not
@@ -36,7 +36,8 @@ def find_image_files(inputs: Sequence[str | os.PathLike], recursive: bool = Fals
         path = Path(item)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = [p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+            found = [p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                     and not p.name.startswith(".")]  # macOS "._x.jpg" resource forks, hidden files
             if not found:
                 errors.append({"file": str(path), "error": "folder holds no image files "
                                f"({', '.join(IMAGE_EXTENSIONS)})" + ("" if recursive else "; pass --recursive "

@@ -213,9 +213,12 @@ def _open_error(path: str, error: BaseException) -> ImageReadError:
         if size == 0:
             return ImageReadError(f"cannot read image {path}: the file is empty (0 bytes)")
         with open(path, "rb") as fh:
-            head = fh.read(8)
+            head = fh.read(12)
+        hint = ""
+        if head[4:8] == b"ftyp":  # ISO media container: HEIC/HEIF (phones), AVIF without Pillow support
+            hint = "; a HEIF/HEIC or AVIF photo: convert it to JPEG or PNG, or install a Pillow plugin for it"
         return ImageReadError(
-            f"cannot read image {path}: not an image format Pillow can decode (the file starts with {head!r})"
+            f"cannot read image {path}: not an image format Pillow can decode (the file starts with {head!r}){hint}"
         )
     reason = str(error) or type(error).__name__
     if "truncated" in reason.lower():

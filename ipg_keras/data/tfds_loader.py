@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ipg_keras.data.image_bytes import decode_image_bytes
 from ipg_keras.data.records import attach_info
 from ipg_keras.data.report import LoadReport
 
@@ -55,6 +56,9 @@ def from_tfds(
         read_config=read_config,
         builder_kwargs=builder_kwargs,
         with_info=True,
+        # Encoded bytes, decoded below by the package's reader rules (TFDS's own
+        # decode_image uses TensorFlow's fast, inexact JPEG IDCT).
+        decoders={"image": tfds.decode.SkipDecoding()},
     )
     features = info.features
     if "objects" not in features or "bbox" not in features["objects"] or "label" not in features["objects"]:
@@ -71,7 +75,10 @@ def from_tfds(
     report.add_live_counter("degenerate_box", dropped)
 
     def convert(index, ex):
-        image = tf.cast(ex["image"], tf.float32)
+        image = ex["image"]
+        if image.dtype == tf.string:  # encoded JPEG/PNG: the pixels read_image gives for the same file
+            image = decode_image_bytes(image, max_pixels=2**40)
+        image = tf.cast(image, tf.float32)
         if image.shape.rank == 3 and image.shape[-1] == 1:
             image = tf.image.grayscale_to_rgb(image)
         h = tf.cast(tf.shape(image)[0], tf.float32)

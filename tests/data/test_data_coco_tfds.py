@@ -129,3 +129,26 @@ def test_from_tfds_rejects_non_detection_dataset():
     with tfds.testing.mock_data(num_examples=1):
         with pytest.raises(ValueError, match="not a detection dataset"):
             from_tfds("mnist", split="train", download=False)
+
+
+def test_from_tfds_decodes_encoded_images_as_read_image_does(tmp_path):
+    """TFDS images are decoded by the package's reader rules (not TFDS's inexact JPEG IDCT)."""
+    from image_helpers import jpeg_bytes
+
+    from ipg_keras.data.image_io import read_image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)
+    data = jpeg_bytes(pixels, quality=85)
+    (tmp_path / "x.jpg").write_bytes(data)
+    example = _voc_example("x.jpg", 40, 56, [[0.1, 0.1, 0.5, 0.5]], [3], [False])
+    example["image"] = data
+
+    def as_dataset(self, *args, decoders=None, **kwargs):
+        assert decoders is not None and "image" in decoders  # from_tfds asks for the encoded bytes
+        spec = dict(self.info.features.get_tensor_spec())
+        spec["image"] = tf.TensorSpec([], tf.string)
+        return tf.data.Dataset.from_generator(lambda: iter([example]), output_signature=spec)
+
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        (element,) = list(from_tfds("voc/2007", split="train", download=False))
+    np.testing.assert_array_equal(element["images"].numpy(), read_image(tmp_path / "x.jpg").astype(np.float32))

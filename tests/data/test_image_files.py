@@ -15,8 +15,13 @@ def _touch(path: Path) -> Path:
 
 def test_relative_names_are_unique_and_keep_the_extension(tmp_path):
     files = [_touch(tmp_path / "imgs" / p) for p in ("cam1/1.jpg", "cam2/1.jpg", "cam3/f.jpg", "cam3/f.png")]
+    _touch(tmp_path / "imgs" / "cam1" / "._1.jpg")  # macOS resource fork: not an image
+    _touch(tmp_path / "imgs" / "cam1" / "notes.txt")
+    upper = _touch(tmp_path / "imgs" / "cam4" / "IMG_0001.JPG")
     found, errors = find_image_files([tmp_path / "imgs"], recursive=True)
-    assert found == sorted(files) and errors == []
+    assert found == sorted(files + [upper]) and errors == []
+    upper.unlink()
+    found, errors = find_image_files([tmp_path / "imgs"], recursive=True)
     assert sorted(relative_names(found, [tmp_path / "imgs"]).values()) == [
         "cam1/1.jpg", "cam2/1.jpg", "cam3/f.jpg", "cam3/f.png"]
     # Files given one by one, from two folders: named from their common folder.

@@ -183,6 +183,24 @@ def test_load_truncated_images_must_stay_false(tmp_path, monkeypatch):
         read_image(tmp_path / "ok.png")
 
 
+def test_new_user_inputs(tmp_path, monkeypatch):
+    """A phone's HEIC photo, an image above Pillow's bomb guard, a non-ASCII file name in tf.data."""
+    from ipg_keras.data.records import ImageRecord, records_to_dataset
+
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    with pytest.raises(ImageReadError, match="HEIF/HEIC or AVIF photo: convert it"):
+        read_image(tmp_path / "IMG_0001.HEIC")
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 pixels > 2 * 100: Pillow's bomb error
+    with pytest.raises(ImageReadError, match="MAX_IMAGE_PIXELS"):
+        read_image(tmp_path / "big.png")
+    monkeypatch.undo()
+    name = tmp_path / "café été 写真.png"
+    Image.fromarray(np.full((6, 9, 3), 77, np.uint8)).save(name)
+    ds = records_to_dataset([ImageRecord(str(name), 0, 9, 6, np.zeros((0, 4), np.float32), np.zeros(0, np.int32))])
+    assert np.all(next(iter(ds))["images"].numpy() == 77)
+
+
 def test_read_image_takes_an_open_binary_file():
     data = jpeg_bytes(np.full((8, 8, 3), 100, np.uint8))
     assert read_image(io.BytesIO(data)).shape == (8, 8, 3)

@@ -340,3 +340,75 @@ def test_no_cli_module_imports_another():
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             assert not [n for n in names if n.startswith("ipg_keras.cli")], f"{path.name} imports {names}"
+
+
+def test_every_case_image_reads_the_same_on_every_path(one_class_model_path, tmp_path):
+    """Each image file of ../shared/cases through the reader, the tf.data loaders, ipg_keras.inference,
+    ipg-predict's drawings, the int8 calibration folder and serving_bytes' decoder: the same pixels;
+    the truncated JPEG refused on every path, naming it."""
+    import warnings
+
+    import tensorflow as tf
+
+    from ipg_keras.cli.export import calibration_source
+    from ipg_keras.data.image_bytes import decode_image_bytes
+    from ipg_keras.data.image_io import ImageReadError, ImageReadWarning, read_image
+    from ipg_keras.data.records import ImageRecord, records_to_dataset
+    from ipg_keras.export.runtime import letterbox
+    from ipg_keras.inference import predict_image
+
+    if not CASES.is_dir():
+        pytest.skip(f"shared cases not found at {CASES} (../shared is absent in this checkout)")
+    files = sorted(p for p in CASES.rglob("*") if p.suffix in (".jpg", ".png", ".tif"))
+    broken = [f for f in files if f.name == "cut.jpg"]
+    good = [f for f in files if f not in broken]
+    assert len(good) >= 12 and len(broken) == 1
+    warnings.simplefilter("ignore", ImageReadWarning)
+    pixels = {f: read_image(f) for f in good}
+
+    records = [ImageRecord(str(f), i, 0, 0, np.zeros((0, 4), np.float32), np.zeros(0, np.int32))
+               for i, f in enumerate(good)]
+    for element in records_to_dataset(records):  # the loaders' decoding
+        f = good[int(element["image_id"])]
+        np.testing.assert_array_equal(element["images"].numpy(), pixels[f].astype(np.float32), err_msg=str(f))
+
+    class Recorder:
+        format, input_size, seen = "keras", (128, 128), []
+
+        def __call__(self, batch):
+            self.seen.append(np.asarray(batch)[0])
+            return {"boxes": np.zeros((1, 1, 4)), "scores": np.zeros((1, 1)), "classes": np.full((1, 1), -1),
+                    "num_detections": np.zeros(1, np.int32)}
+
+    for f in good:  # the inference API: what reaches the model is the reader's pixels, letterboxed
+        if max(pixels[f].shape[:2]) <= 128:
+            Recorder.seen.clear()
+            predict_image(Recorder(), f, mode="resize")
+            np.testing.assert_array_equal(Recorder.seen[0], letterbox(pixels[f], (128, 128))[0])
+
+    code = _run_predict([one_class_model_path, *files, "--output", tmp_path, "--image-size", "64",
+                         "--draw-threshold", "2"])  # nothing drawn: the drawings are the pixels read
+    assert code == 1 and [e["file"] for e in _load(tmp_path / "errors.json")] == [str(broken[0])]
+    for f in good:
+        drawn = np.asarray(Image.open(tmp_path / "visualizations" / f"{f.relative_to(CASES).as_posix()}.png"))
+        np.testing.assert_array_equal(drawn, pixels[f], err_msg=str(f))
+
+    for folder in sorted({f.parent for f in files}):  # int8 calibration images from a folder
+        listed = sorted(f for f in good if f.parent == folder)
+        calibration = list(calibration_source(None, str(folder))())
+        assert len(calibration) == len(listed)
+        for f, image in zip(listed, calibration):
+            np.testing.assert_array_equal(image, pixels[f], err_msg=str(f))
+
+    decode = tf.function(lambda d: decode_image_bytes(d, 10**7), input_signature=[tf.TensorSpec([], tf.string)])
+    for f in good:  # serving_bytes' in-graph decoder (TIFF is refused there: no TF decoder)
+        if f.suffix == ".tif":
+            with pytest.raises(tf.errors.InvalidArgumentError, match="TIFF"):
+                decode(tf.constant(f.read_bytes()))
+        else:
+            np.testing.assert_array_equal(decode(tf.constant(f.read_bytes())).numpy(), pixels[f], err_msg=str(f))
+
+    with pytest.raises(ImageReadError, match="cut.jpg"):
+        read_image(broken[0])
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        decode(tf.constant(broken[0].read_bytes()))

@@ -87,6 +87,40 @@ def test_serving_bytes_batch_of_different_sizes(trained_model, loaded, uint8_val
         assert_same_detections(valid(out, b), keras_reference(trained_model, image))
 
 
+def test_serving_bytes_decodes_files_as_read_image_does(loaded, uint8_val_images, tmp_path):
+    """serving_bytes on encoded files == serving_default on `read_image`'s pixels of the same files:
+    16-bit PNG (full-scale rule), EXIF-rotated JPEG, RGBA PNG, palette BMP, GIF, WebP."""
+    import io
+
+    from PIL import Image
+
+    from ipg_keras.data.image_io import read_image
+
+    image = uint8_val_images[0]
+    files = {}
+    files["gray16.png"] = tf.io.encode_png((image[..., :1].astype(np.uint16) * 257 + 100)).numpy()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    for name, kwargs in {"rotated.jpg": {"exif": exif, "quality": 95}, "rgba.png": {}, "palette.bmp": {},
+                         "frame.gif": {}, "photo.webp": {"quality": 90}}.items():
+        im = Image.fromarray(image)
+        if name == "rgba.png":
+            im = Image.fromarray(np.dstack([image, np.full(image.shape[:2], 128, np.uint8)]), "RGBA")
+        elif name in ("palette.bmp", "frame.gif"):
+            im = im.convert("P", palette=Image.Palette.ADAPTIVE)
+        data = io.BytesIO()
+        im.save(data, name.split(".")[1].replace("jpg", "jpeg").upper(), **kwargs)
+        files[name] = data.getvalue()
+    out = _outputs_np(loaded.signatures["serving_bytes"](image_bytes=tf.constant(list(files.values()))))
+    for b, (name, data) in enumerate(files.items()):
+        (tmp_path / name).write_bytes(data)
+        pixels = read_image(tmp_path / name)
+        if name == "rotated.jpg":
+            assert pixels.shape[:2] == image.shape[1::-1]
+        want = _outputs_np(loaded.signatures["serving_default"](images=tf.constant(pixels[None])))
+        assert_same_detections(valid(out, b), valid(want, 0))
+
+
 def _huge_png_header(image) -> bytes:
     data = bytearray(_png(image))
     data[16:24] = (100_000).to_bytes(4, "big") + (100_000).to_bytes(4, "big")  # IHDR width, height
@@ -261,7 +295,8 @@ def test_rest_json_b64_request(trained_model, saved_model_dir, loaded, uint8_val
     reply = json.loads(json.dumps({"predictions": predictions}))
     for b, image in enumerate(images):
         got = {k: np.asarray(reply["predictions"][b][k])[None] for k in out}
-        want = keras_reference(trained_model, tf.io.decode_jpeg(_jpeg(image)).numpy())
+        decoded = tf.io.decode_jpeg(_jpeg(image), dct_method="INTEGER_ACCURATE").numpy()  # as read_image
+        want = keras_reference(trained_model, decoded)
         assert_same_detections(valid(got, 0), want)
 
     # serving_default with the uint8 image as nested lists.
