@@ -152,7 +152,8 @@ def jpeg_orientation(data):
                                                          tf.reduce_all(tf.equal(b[4:10], signature))))
         exif = tf.where(found, pos, exif)
         # Stop at the frame / scan (SOFn, SOS): EXIF comes before them.
-        header = tf.logical_or(tf.logical_and(b[1] >= 0xE0, b[1] <= 0xFE), tf.reduce_any(tf.equal(b[1], [0xDB, 0xC4, 0xDD])))
+        header = tf.logical_or(tf.logical_and(b[1] >= 0xE0, b[1] <= 0xFE),  # APPn, COM
+                               tf.reduce_any(tf.equal(b[1], [0xDB, 0xC4, 0xDD])))  # DQT, DHT, DRI
         pos = tf.where(tf.logical_and(searching, tf.logical_and(~found, header)), pos + 2 + b[2] * 256 + b[3], pos)
     tiff = exif + 10
     little = tf.equal(at(tiff), 0x49)  # "II": little-endian; "MM": big-endian

@@ -196,7 +196,9 @@ def pil_to_rgb8(im: Image.Image, name: str = "<image>") -> np.ndarray:
     try:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except ValueError as error:  # a mode Pillow cannot convert (e.g. LAB, multi-band)
-        raise ImageReadError(f"cannot read image {name}: {im.mode} images cannot be converted to RGB ({error})") from None
+        raise ImageReadError(
+            f"cannot read image {name}: {im.mode} images cannot be converted to RGB ({error})"
+        ) from None
 
 
 def _open_error(path: str, error: BaseException) -> ImageReadError:
