@@ -17,6 +17,7 @@ unscored and logged, never guessed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from pathlib import Path, PurePosixPath
@@ -67,7 +68,7 @@ class GroundTruth:
         """Alias of `image_ids`."""
         return self.image_ids
 
-    @property
+    @functools.cached_property
     def gts(self) -> dict[Path, dict[str, np.ndarray]]:
         """file -> {"boxes" [N, 4], "classes" [N], "iscrowd"/"difficult" [N], "height", "width"},
         the per-image form of `ipg_keras.evaluation.coco_metrics` (without "image_id")."""
