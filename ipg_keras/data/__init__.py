@@ -14,7 +14,9 @@ from ipg_keras.data.augment import (
     resize_and_pad,
     scale_jitter,
 )
-from ipg_keras.data.coco_json import CocoLabelMap, from_coco_json, load_coco_json
+from ipg_keras.data.coco_json import CocoAnnotations, CocoLabelMap, from_coco_json, load_coco_json, parse_coco_json
+from ipg_keras.data.ground_truth import GroundTruth, load_ground_truth
+from ipg_keras.data.labels import class_key
 from ipg_keras.data.pascal_voc import from_pascal_voc, load_pascal_voc, parse_voc_xml
 from ipg_keras.data.pipeline import make_batches, make_eval_batches, to_original_frame
 from ipg_keras.data.records import ImageRecord, ParsedDataset, records_to_dataset
@@ -27,22 +29,27 @@ from ipg_keras.data.synthetic import synthetic_dataset
 
 __all__ = [
     "AugmentConfig",
+    "CocoAnnotations",
     "CocoLabelMap",
     "DataError",
+    "GroundTruth",
     "ImageRecord",
     "LoadReport",
     "ParsedDataset",
     "SYNTHETIC_CLASS_NAMES",
     "TILE_ID_STRIDE",
     "augment_element",
+    "class_key",
     "color_jitter",
     "from_coco_json",
     "from_pascal_voc",
     "from_tfds",
     "load_coco_json",
+    "load_ground_truth",
     "load_pascal_voc",
     "make_batches",
     "make_eval_batches",
+    "parse_coco_json",
     "parse_voc_xml",
     "random_crop",
     "random_flip",

@@ -453,7 +453,7 @@ class IPGFasterRCNN(Detector):
 
     # --------------------------------------------------------------------- loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        gt_boxes, gt_classes, gt_valid = unpack_targets(y, self.num_classes)
+        gt_boxes, gt_classes, gt_valid = unpack_targets(y, self.num_classes, x)
         cfg = self._config
         beta = cfg["smooth_l1_beta"]
 

@@ -146,7 +146,7 @@ class IPGRetinaNet(Detector):
 
     # --------------------------------------------------------------------- loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        gt_boxes, gt_classes, gt_valid = unpack_targets(y, self.num_classes)
+        gt_boxes, gt_classes, gt_valid = unpack_targets(y, self.num_classes, x)
         cfg = self._config
         anchors = self.anchors_for(x)
         matched, _ = match_anchors(anchors, gt_boxes, gt_valid, cfg["positive_iou"], cfg["negative_iou"])

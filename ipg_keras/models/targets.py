@@ -6,13 +6,19 @@ import tensorflow as tf
 from keras import ops
 
 
-def unpack_targets(y, num_classes: int):
+# Boxes that all lie in [0, 1] on an image at least this large are normalized (the
+# rule of ipg_keras.data.records.NORMALIZED_MIN_IMAGE_SIZE; models do not import data).
+NORMALIZED_MIN_IMAGE_SIZE = 32
+
+
+def unpack_targets(y, num_classes: int, images=None):
     """Checks padded targets and returns `(boxes [B, M, 4] f32, classes [B, M] i32, valid [B, M])`.
 
     `y` is `{"boxes": [B, M, 4] xyxy, "classes": [B, M]}` padded with -1 (class
     -1 = padding). Bad targets fail loudly, in eager and graph mode alike:
     an inverted box or a class id outside `[0, num_classes)` would otherwise
-    train silently on garbage.
+    train silently on garbage; with `images` [B, H, W, 3] also an image of 32 px
+    or more whose boxes all lie in [0, 1] (normalized coordinates, not pixels).
     """
     if not isinstance(y, dict) or "boxes" not in y or "classes" not in y:
         raise ValueError(
@@ -39,7 +45,27 @@ def unpack_targets(y, num_classes: int):
         [f"Target class ids must be in [0, {num_classes}) (num_classes={num_classes}); got class id",
          ops.max(classes), "- build the model with a larger num_classes or remap the labels."],
     )
+    if images is not None:
+        check_not_normalized(boxes, valid, images)
     return boxes, classes, valid
+
+
+def check_not_normalized(boxes, valid, images):
+    """Assert that no image's target boxes all lie in [0, 1] (on images of 32 px or more).
+
+    boxes [B, M, 4], valid [B, M] bool, images [B, H, W, C]."""
+    shape = tf.shape(images)
+    big = tf.minimum(shape[1], shape[2]) >= NORMALIZED_MIN_IMAGE_SIZE
+    unit = ops.all((boxes >= 0.0) & (boxes <= 1.0), axis=-1) | ~valid  # [B, M]
+    normalized = ops.all(unit, axis=1) & ops.any(valid, axis=1) & big  # [B]
+    tf.debugging.Assert(
+        ~ops.any(normalized),
+        ["Target boxes of", ops.sum(ops.cast(normalized, "int32")), "image(s) all lie within [0, 1] on images of",
+         shape[1], "x", shape[2], "pixels: they look normalized (fractions of the image size). Targets must be "
+         "xyxy pixels of the input images (x * width, y * height). First such image's boxes:",
+         tf.boolean_mask(boxes, normalized)[:1]],
+        summarize=16,
+    )
 
 
 def global_positive_count(num_positive):
