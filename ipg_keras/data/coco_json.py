@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from ipg_keras.data.records import ParsedDataset, finish_records
+from ipg_keras.ops.box_formats import check_box_format
 from ipg_keras.data.report import DataError, LoadReport
 
 FLAG_KEYS = ("iscrowd",)
@@ -158,6 +159,7 @@ def from_coco_json(
     strict: bool = False,
     validate: str = "verify",
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    bounding_box_format: str = "xyxy",
 ) -> tf.data.Dataset:
     """COCO detection JSON as a tf.data.Dataset in the element format of conventions.md.
 
@@ -166,12 +168,17 @@ def from_coco_json(
         image_dir: folder the images' `file_name`s are relative to.
         strict: raise `DataError` on the first problem instead of skipping it.
         validate: image check at load time: "header", "verify" (default) or "decode".
+        bounding_box_format: format of the emitted boxes (keras-cv / keras-hub
+            names, `ipg_keras.ops.box_formats.BOX_FORMATS`; `rel_` formats are
+            relative to each image's size). Default "xyxy" pixels. Raises
+            ValueError for an unknown name, before anything is read.
 
     Returns:
-        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] xyxy,
-        "classes" [N] int32 contiguous, "iscrowd" [N] bool}, "image_id" int64 = COCO
+        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] in
+        bounding_box_format, "classes" [N] int32 contiguous, "iscrowd" [N] bool}, "image_id" int64 = COCO
         image id}; attributes `.class_names`, `.label_map` (`CocoLabelMap`),
         `.report` (`LoadReport`), `.records`.
     """
+    check_box_format(bounding_box_format)
     parsed = load_coco_json(annotation_file, image_dir, strict=strict, validate=validate)
-    return parsed.to_dataset(num_parallel_calls)
+    return parsed.to_dataset(num_parallel_calls, bounding_box_format)

@@ -18,6 +18,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from ipg_keras.data.records import ParsedDataset, finish_records
+from ipg_keras.ops.box_formats import check_box_format
 from ipg_keras.data.report import LoadReport
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".JPG", ".JPEG", ".PNG")
@@ -196,6 +197,7 @@ def from_pascal_voc(
     strict: bool = False,
     validate: str = "verify",
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    bounding_box_format: str = "xyxy",
 ) -> tf.data.Dataset:
     """Pascal VOC dataset as a tf.data.Dataset in the element format of conventions.md.
 
@@ -209,12 +211,17 @@ def from_pascal_voc(
         recursive: search subfolders for .xml files.
         strict: raise `DataError` on the first problem instead of skipping it.
         validate: image check at load time: "header", "verify" (default) or "decode".
+        bounding_box_format: format of the emitted boxes (keras-cv / keras-hub
+            names, `ipg_keras.ops.box_formats.BOX_FORMATS`; `rel_` formats are
+            relative to each image's size). Default "xyxy" pixels. Raises
+            ValueError for an unknown name, before anything is read.
 
     Returns:
-        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4],
+        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] in bounding_box_format,
         "classes" [N] int32, "difficult" [N] bool}, "image_id" int64}; attributes
         `.class_names`, `.report` (`LoadReport`) and `.records`.
     """
+    check_box_format(bounding_box_format)
     parsed = load_pascal_voc(source, class_names, image_dir=image_dir, split=split, recursive=recursive,
                              strict=strict, validate=validate)
-    return parsed.to_dataset(num_parallel_calls)
+    return parsed.to_dataset(num_parallel_calls, bounding_box_format)

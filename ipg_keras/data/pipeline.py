@@ -14,7 +14,8 @@ import numpy as np
 import tensorflow as tf
 
 from ipg_keras.data.augment import AugmentConfig, augment_element, resize_and_pad
-from ipg_keras.data.boxes import filter_boxes
+from ipg_keras.data.boxes import convert_element_boxes, filter_boxes
+from ipg_keras.ops.box_formats import check_box_format, convert_boxes
 
 logger = logging.getLogger("ipg_keras.data")
 
@@ -67,6 +68,7 @@ def make_batches(
     drop_crowd: bool = True,
     drop_difficult: bool = False,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    bounding_box_format: str = "xyxy",
 ) -> tf.data.Dataset:
     """Training batches in the tuple form of conventions.md.
 
@@ -89,19 +91,35 @@ def make_batches(
         drop_remainder: drop the last incomplete batch (static batch dimension).
         drop_crowd / drop_difficult: leave boxes flagged iscrowd / difficult out
             of the targets (COCO practice: crowd regions are not positives).
+        bounding_box_format: format of the boxes, in and out, as in keras-cv's
+            layers: the elements of `dataset` carry boxes in it (`rel_` relative
+            to each element's image; the loaders' `bounding_box_format=` makes
+            them so) and the batches give boxes in it (`rel_` relative to the
+            S x S batch image, which is what a detector built with the same
+            `bounding_box_format` expects). A name of
+            `ipg_keras.ops.box_formats.BOX_FORMATS`; default "xyxy" pixels.
+            Resizing, augmentation and padding work on xyxy pixels in between;
+            padding rows stay -1.
 
     Returns:
         Dataset of (images [B, S, S, 3] float32 0..255,
-        {"boxes": [B, M, 4] float32 xyxy pixels, "classes": [B, M] int32}), -1 padded.
+        {"boxes": [B, M, 4] float32 in bounding_box_format, "classes": [B, M] int32}), -1 padded.
+
+    Raises:
+        ValueError: non-positive sizes or an unknown bounding_box_format.
     """
     if batch_size <= 0 or image_size <= 0:
         raise ValueError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
+    box_format = check_box_format(bounding_box_format)
     config = AugmentConfig() if augment is True else (augment or None)
     if config is not None and not isinstance(config, AugmentConfig):
         raise TypeError(f"augment must be a bool or an AugmentConfig, got {type(augment).__name__}")
 
-    ds = dataset.map(_no_autograph(lambda e: _drop_flagged(e, drop_crowd, drop_difficult)),
-                     num_parallel_calls=num_parallel_calls, deterministic=True)
+    def select(element):
+        element = _drop_flagged(element, drop_crowd, drop_difficult)
+        return convert_element_boxes(element, box_format, "xyxy")
+
+    ds = dataset.map(_no_autograph(select), num_parallel_calls=num_parallel_calls, deterministic=True)
     ds = _cache(ds, cache)
     if shuffle:
         buffer = DEFAULT_SHUFFLE_BUFFER if shuffle is True else int(shuffle)
@@ -123,11 +141,11 @@ def make_batches(
 
         def prepare(element, r):
             el = augment_element(element, tf.stack([r, tf.constant(seed, tf.int64)]), image_size, config)
-            return _to_tuple(el, max_boxes, truncated)
+            return _to_tuple(el, max_boxes, truncated, box_format, image_size)
     else:
         def prepare(element):
             el, _ = resize_and_pad(element, image_size)
-            return _to_tuple(el, max_boxes, truncated)
+            return _to_tuple(el, max_boxes, truncated, box_format, image_size)
 
     ds = ds.map(_no_autograph(prepare), num_parallel_calls=num_parallel_calls, deterministic=True)
     m = max_boxes if max_boxes is not None else None
@@ -142,8 +160,13 @@ def make_batches(
     return ds
 
 
-def _to_tuple(element: dict, max_boxes: int | None, truncated: tf.Variable | None = None):
+def _to_tuple(element: dict, max_boxes: int | None, truncated: tf.Variable | None = None,
+              bounding_box_format: str = "xyxy", image_size: int | None = None):
+    """(image, targets) of one S x S element; boxes from xyxy pixels to `bounding_box_format` (before padding)."""
     boxes = tf.cast(element["bounding_boxes"]["boxes"], tf.float32)
+    if bounding_box_format != "xyxy":
+        boxes = convert_boxes(boxes, "xyxy", bounding_box_format, height=image_size, width=image_size,
+                              valid=tf.ones_like(boxes[:, 0], tf.bool))
     classes = tf.cast(element["bounding_boxes"]["classes"], tf.int32)
     if max_boxes is not None:
         extra = tf.maximum(tf.shape(boxes, out_type=tf.int64)[0] - max_boxes, 0)
@@ -163,6 +186,7 @@ def make_eval_batches(
     """Evaluation batches that keep what is needed to map predictions back to the image.
 
     Images are resized + padded as in `make_batches` (no augmentation, order kept).
+    Elements must carry xyxy pixel boxes (the loaders' default `bounding_box_format`).
 
     Returns:
         Dataset of dicts:
