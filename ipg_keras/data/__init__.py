@@ -3,6 +3,13 @@
 Every loader yields elements in the format of notes/conventions.md:
 {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] xyxy pixels,
 "classes" [N] int32, optional flags}, "image_id" int64}.
+
+Box formats: the loaders (`from_pascal_voc`, `from_coco_json`, `from_tfds`,
+`synthetic_dataset`) and `make_batches` take keras-cv / keras-hub's
+`bounding_box_format=` ("xyxy" default, "rel_yxyx", "xywh", "center_xywh", ...;
+`ipg_keras.ops.box_formats.BOX_FORMATS`) and pass it to a detector built with
+the same format. The element-level tools (`tile_dataset`, augmentation,
+`make_eval_batches`) work on xyxy pixels.
 """
 
 from ipg_keras.data.augment import (

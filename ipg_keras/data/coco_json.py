@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from ipg_keras.data.labels import check_class_names, match_names
 from ipg_keras.data.records import DEFAULT_MIN_VISIBLE, ParsedDataset, finish_records
+from ipg_keras.ops.box_formats import check_box_format
 from ipg_keras.data.report import DataError, LoadReport
 
 FLAG_KEYS = ("iscrowd",)
@@ -418,6 +419,7 @@ def from_coco_json(
     validate: str = "verify",
     min_visible: float = DEFAULT_MIN_VISIBLE,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    bounding_box_format: str = "xyxy",
 ) -> tf.data.Dataset:
     """COCO detection JSON as a tf.data.Dataset in the element format of conventions.md.
 
@@ -431,16 +433,22 @@ def from_coco_json(
         min_visible: a box partly outside its image is clipped and kept when at
             least this share of its area is inside, else dropped (`sanitize_boxes`).
 
+        bounding_box_format: format of the emitted boxes (keras-cv / keras-hub
+            names, `ipg_keras.ops.box_formats.BOX_FORMATS`; `rel_` formats are
+            relative to each image's size). Default "xyxy" pixels. Raises
+            ValueError for an unknown name, before anything is read.
+
     Raises:
         DataError: duplicate image or annotation ids, class names matching no
             category, boxes that all look normalized (see `parse_coco_json`).
 
     Returns:
-        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] xyxy,
-        "classes" [N] int32 contiguous, "iscrowd" [N] bool}, "image_id" int64 = COCO
+        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] in
+        bounding_box_format, "classes" [N] int32 contiguous, "iscrowd" [N] bool}, "image_id" int64 = COCO
         image id}; attributes `.class_names`, `.label_map` (`CocoLabelMap`),
         `.report` (`LoadReport`), `.records`.
     """
+    check_box_format(bounding_box_format)
     parsed = load_coco_json(annotation_file, image_dir, class_names=class_names, strict=strict,
                             validate=validate, min_visible=min_visible)
-    return parsed.to_dataset(num_parallel_calls)
+    return parsed.to_dataset(num_parallel_calls, bounding_box_format)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ipg_keras.data.labels import check_class_names, class_key
 from ipg_keras.data.records import DEFAULT_MIN_VISIBLE, ParsedDataset, finish_records
 from ipg_keras.data.report import DataError, LoadReport
+from ipg_keras.ops.box_formats import check_box_format
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".JPG", ".JPEG", ".PNG")
 FLAG_KEYS = ("difficult",)
@@ -259,6 +260,7 @@ def from_pascal_voc(
     validate: str = "verify",
     min_visible: float = DEFAULT_MIN_VISIBLE,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    bounding_box_format: str = "xyxy",
 ) -> tf.data.Dataset:
     """Pascal VOC dataset as a tf.data.Dataset in the element format of conventions.md.
 
@@ -276,14 +278,20 @@ def from_pascal_voc(
         min_visible: a box partly outside its image is clipped and kept when at
             least this share of its area is inside, else dropped (`sanitize_boxes`).
 
+        bounding_box_format: format of the emitted boxes (keras-cv / keras-hub
+            names, `ipg_keras.ops.box_formats.BOX_FORMATS`; `rel_` formats are
+            relative to each image's size). Default "xyxy" pixels. Raises
+            ValueError for an unknown name, before anything is read.
+
     Raises:
         DataError: two XML files for one image; boxes that all look normalized.
 
     Returns:
-        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4],
+        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] in bounding_box_format,
         "classes" [N] int32, "difficult" [N] bool}, "image_id" int64}; attributes
         `.class_names`, `.report` (`LoadReport`) and `.records`.
     """
+    check_box_format(bounding_box_format)
     parsed = load_pascal_voc(source, class_names, image_dir=image_dir, split=split, recursive=recursive,
                              strict=strict, validate=validate, min_visible=min_visible)
-    return parsed.to_dataset(num_parallel_calls)
+    return parsed.to_dataset(num_parallel_calls, bounding_box_format)

@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from ipg_keras.data.augment import AugmentConfig, augment_element, resize_and_pad
-from ipg_keras.data.boxes import box_area, filter_boxes
+from ipg_keras.data.boxes import box_area, convert_element_boxes, filter_boxes
 from ipg_keras.data.records import DEFAULT_MIN_VISIBLE, NORMALIZED_MIN_IMAGE_SIZE
 from ipg_keras.data.report import LoadReport
+from ipg_keras.ops.box_formats import check_box_format, convert_boxes
 
 logger = logging.getLogger("ipg_keras.data")
 
@@ -126,6 +127,7 @@ def make_batches(
     drop_difficult: bool = False,
     min_visible: float = DEFAULT_MIN_VISIBLE,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    bounding_box_format: str = "xyxy",
 ) -> tf.data.Dataset:
     """Training batches in the tuple form of conventions.md.
 
@@ -153,19 +155,30 @@ def make_batches(
             else dropped (the loaders' rule, `records.sanitize_boxes`); both are
             counted in the returned dataset's `.report` (reasons "box_clipped",
             "box_outside") and the first case is printed.
-
-    Raises:
-        tf.errors.InvalidArgumentError while iterating, naming the image id: the
-        boxes of an image of 32 px or more all lie within [0, 1] (normalized
-        coordinates, not pixels: training on them would be wrong).
+        bounding_box_format: format of the boxes, in and out, as in keras-cv's
+            layers: the elements of `dataset` carry boxes in it (`rel_` relative
+            to each element's image; the loaders' `bounding_box_format=` makes
+            them so) and the batches give boxes in it (`rel_` relative to the
+            S x S batch image, which is what a detector built with the same
+            `bounding_box_format` expects). A name of
+            `ipg_keras.ops.box_formats.BOX_FORMATS`; default "xyxy" pixels.
+            Resizing, augmentation and padding work on xyxy pixels in between;
+            padding rows stay -1.
 
     Returns:
         Dataset of (images [B, S, S, 3] float32 0..255,
-        {"boxes": [B, M, 4] float32 xyxy pixels, "classes": [B, M] int32}), -1 padded.
+        {"boxes": [B, M, 4] float32 in bounding_box_format, "classes": [B, M] int32}), -1 padded.
         Attributes: `.report` (`LoadReport` with live counts), `.truncated_boxes`.
+
+    Raises:
+        ValueError: non-positive sizes, min_visible outside [0, 1] or an unknown bounding_box_format.
+        tf.errors.InvalidArgumentError while iterating, naming the image id: the
+        boxes of an image of 32 px or more all lie within [0, 1] (normalized
+        coordinates, not pixels: training on them would be wrong).
     """
     if batch_size <= 0 or image_size <= 0:
         raise ValueError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
+    box_format = check_box_format(bounding_box_format)
     config = AugmentConfig() if augment is True else (augment or None)
     if config is not None and not isinstance(config, AugmentConfig):
         raise TypeError(f"augment must be a bool or an AugmentConfig, got {type(augment).__name__}")
@@ -181,6 +194,7 @@ def make_batches(
     report.add_live_counter("box_outside", dropped)
 
     def check_and_drop(e):
+        e = convert_element_boxes(e, box_format, "xyxy")  # checks and all later steps work in xyxy pixels
         return _drop_flagged(_check_boxes(e, min_visible, clipped, dropped, warned), drop_crowd, drop_difficult)
 
     ds = dataset.map(_no_autograph(check_and_drop), num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -205,11 +219,11 @@ def make_batches(
 
         def prepare(element, r):
             el = augment_element(element, tf.stack([r, tf.constant(seed, tf.int64)]), image_size, config)
-            return _to_tuple(el, max_boxes, truncated)
+            return _to_tuple(el, max_boxes, truncated, box_format, image_size)
     else:
         def prepare(element):
             el, _ = resize_and_pad(element, image_size)
-            return _to_tuple(el, max_boxes, truncated)
+            return _to_tuple(el, max_boxes, truncated, box_format, image_size)
 
     ds = ds.map(_no_autograph(prepare), num_parallel_calls=num_parallel_calls, deterministic=True)
     m = max_boxes if max_boxes is not None else None
@@ -225,8 +239,13 @@ def make_batches(
     return ds
 
 
-def _to_tuple(element: dict, max_boxes: int | None, truncated: tf.Variable | None = None):
+def _to_tuple(element: dict, max_boxes: int | None, truncated: tf.Variable | None = None,
+              bounding_box_format: str = "xyxy", image_size: int | None = None):
+    """(image, targets) of one S x S element; boxes from xyxy pixels to `bounding_box_format` (before padding)."""
     boxes = tf.cast(element["bounding_boxes"]["boxes"], tf.float32)
+    if bounding_box_format != "xyxy":
+        boxes = convert_boxes(boxes, "xyxy", bounding_box_format, height=image_size, width=image_size,
+                              valid=tf.ones_like(boxes[:, 0], tf.bool))
     classes = tf.cast(element["bounding_boxes"]["classes"], tf.int32)
     if max_boxes is not None:
         extra = tf.maximum(tf.shape(boxes, out_type=tf.int64)[0] - max_boxes, 0)
@@ -246,6 +265,7 @@ def make_eval_batches(
     """Evaluation batches that keep what is needed to map predictions back to the image.
 
     Images are resized + padded as in `make_batches` (no augmentation, order kept).
+    Elements must carry xyxy pixel boxes (the loaders' default `bounding_box_format`).
 
     Returns:
         Dataset of dicts:

@@ -21,6 +21,7 @@ import tensorflow as tf
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ipg_keras.data.boxes import to_box_format
 from ipg_keras.data.report import DataError, LoadReport
 
 # Formats tf.io.decode_image reads; anything else PIL opens (TIFF, WebP, ...)
@@ -213,13 +214,17 @@ class ParsedDataset:
     def num_boxes(self) -> int:
         return int(sum(len(r.boxes) for r in self.records))
 
-    def to_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+    def to_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE,
+                   bounding_box_format: str = "xyxy") -> tf.data.Dataset:
         """tf.data.Dataset of elements (see conventions.md), images decoded in parallel.
 
+        Boxes are in `bounding_box_format` (a name of `ipg_keras.ops.box_formats.BOX_FORMATS`;
+        `rel_` formats relative to each image's size); the records stay xyxy pixels.
         The returned dataset carries `.class_names`, `.report`, `.records` (and
         `.label_map` for COCO) as attributes; they are lost by later `.map()` etc.
         """
         ds = records_to_dataset(self.records, self.flag_keys, num_parallel_calls)
+        ds = to_box_format(ds, bounding_box_format, num_parallel_calls)
         return attach_info(ds, class_names=self.class_names, report=self.report,
                            records=self.records, label_map=self.label_map)
 

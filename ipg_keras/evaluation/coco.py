@@ -429,11 +429,27 @@ def _split_batch(batch: Any) -> tuple[Any, Mapping[str, Any], Any | None]:
     )
 
 
+def _boxes_to_xyxy(targets: Mapping[str, Any], predictions: Mapping[str, Any], box_format: str,
+                   image_shape: Sequence[int]) -> tuple[dict, dict]:
+    """Targets and predictions with boxes from `box_format` to xyxy pixels of images `[B, H, W, 3]`."""
+    from ipg_keras.ops.box_formats import convert_boxes
+
+    height, width = int(image_shape[1]), int(image_shape[2])
+    out = []
+    for batch in (targets, predictions):
+        batch = dict(batch)
+        valid = _np(batch["classes"]) >= 0
+        batch["boxes"] = convert_boxes(_np(batch["boxes"]), box_format, "xyxy", height, width, valid=valid).numpy()
+        out.append(batch)
+    return out[0], out[1]
+
+
 def evaluate_model(model: Any, dataset: Iterable[Any], max_batches: int | None = None,
                    verbose: bool = True, num_classes: int | None = None,
                    class_names: Sequence[str] | None = None, per_class: bool = False,
                    predict_fn: Callable[[Any], Mapping[str, Any]] | None = None,
-                   max_detections: int | None = None) -> dict[str, float]:
+                   max_detections: int | None = None,
+                   bounding_box_format: str | None = None) -> dict[str, float]:
     """COCO metrics of a detector over a batched dataset.
 
     dataset yields ``(images [B, H, W, 3], {"boxes" [B, M, 4], "classes" [B, M]})``
@@ -444,12 +460,24 @@ def evaluate_model(model: Any, dataset: Iterable[Any], max_batches: int | None =
     ("image_id"), else count from 0. ``verbose`` shows a tqdm progress bar and prints
     the summary (its first line names the detection limit). max_detections: default
     the model's own ``max_detections`` (see `coco_metrics`).
+
+    ``bounding_box_format``: format of the dataset's target boxes and of the
+    predicted boxes (keras-cv / keras-hub names; ``rel_`` formats relative to the
+    batch's image size); both are converted to xyxy pixels before evaluation,
+    padding rows (class -1) left alone. None: the model's ``bounding_box_format``
+    when predictions come from ``model.predict_on_batch``, "xyxy" with a
+    ``predict_fn``. Raises ValueError for an unknown name.
     """
     from tqdm.auto import tqdm
+
+    from ipg_keras.ops.box_formats import check_box_format
 
     predict = predict_fn if predict_fn is not None else model.predict_on_batch
     if max_detections is None:
         max_detections = model_max_detections(model)
+    if bounding_box_format is None:
+        bounding_box_format = getattr(model, "bounding_box_format", "xyxy") if predict_fn is None else "xyxy"
+    box_format = check_box_format(bounding_box_format)
     evaluator = COCOEvaluator(num_classes=num_classes, class_names=class_names, per_class=per_class,
                               max_detections=max_detections)
     total = max_batches
@@ -471,6 +499,8 @@ def evaluate_model(model: Any, dataset: Iterable[Any], max_batches: int | None =
                     f"(got {type(predictions).__name__}); pass predict_fn returning "
                     "{'boxes', 'scores', 'classes', 'num_detections'}."
                 )
+            if box_format != "xyxy":
+                targets, predictions = _boxes_to_xyxy(targets, predictions, box_format, np.shape(images))
             evaluator.update(targets, predictions, image_ids=image_ids)
             bar.update(1)
     metrics = evaluator.result()

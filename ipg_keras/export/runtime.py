@@ -73,7 +73,14 @@ class KerasDetector:
     def __call__(self, images: Any) -> dict[str, np.ndarray]:
         batch = _as_batch(images).astype(np.float32)
         if hasattr(self.model, "predict_on_batch"):
-            return _to_numpy(self.model.predict_on_batch(batch))
+            out = _to_numpy(self.model.predict_on_batch(batch))
+            box_format = getattr(self.model, "bounding_box_format", "xyxy")
+            if box_format != "xyxy":  # predict gives the model's format; this runtime gives xyxy pixels
+                from ipg_keras.ops.box_formats import convert_boxes
+
+                out["boxes"] = convert_boxes(out["boxes"], box_format, "xyxy", batch.shape[1], batch.shape[2],
+                                             valid=out["classes"] >= 0).numpy()
+            return out
         return _to_numpy(self.model.detect(batch))
 
 

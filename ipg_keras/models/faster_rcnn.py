@@ -17,7 +17,7 @@ from ipg_keras.models.matching import match_anchors
 from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.roi_align import ROI_ALIGN_METHODS, multilevel_roi_align
 from ipg_keras.models.sampling import gather_sampled, sample_balanced
-from ipg_keras.models.targets import global_positive_count, unpack_targets
+from ipg_keras.models.targets import global_positive_count
 from ipg_keras.ops import POSTPROCESS_SCOPE
 from ipg_keras.ops.boxes import BoxCoder, clip_boxes
 from ipg_keras.ops.nms import batched_class_aware_nms
@@ -192,10 +192,11 @@ class IPGFasterRCNN(Detector):
     `[B, P, num_classes, 4]`. In training the box head runs in `compute_loss`
     on the sampled RoIs, which depend on the targets. `compile()` + `fit()` train
     the four losses (`rpn_cls_loss`, `rpn_box_loss`, `cls_loss`, `box_loss`)
-    against targets `{"boxes": [B, M, 4] xyxy pixels, "classes": [B, M]}` padded
-    with -1. `predict()` / `detect()` return detections after per-class NMS:
-    `boxes` `[B, D, 4]` xyxy pixels, `scores` `[B, D]`, `classes` `[B, D]`
-    int32 (-1 = none), `num_detections` `[B]`.
+    against targets `{"boxes": [B, M, 4] in bounding_box_format (xyxy pixels by
+    default), "classes": [B, M]}` padded with -1. `predict()` returns
+    detections after per-class NMS: `boxes` `[B, D, 4]` in bounding_box_format,
+    `scores` `[B, D]`, `classes` `[B, D]` int32 (-1 = none), `num_detections`
+    `[B]`; `detect()` and the exports give the same boxes in xyxy pixels.
 
     Images are `[B, H, W, 3]` RGB floats in 0..255. `fit`/`call` need H and W
     divisible by 32 and raise a ValueError otherwise; `predict` pads the
@@ -225,6 +226,13 @@ class IPGFasterRCNN(Detector):
         roi_align_method: `"crop_and_resize"` (TensorFlow's fused kernel, fast to
             train) or `"gather"` (builtin ops only; the TFLite export switches to
             it while tracing). Same values either way.
+        bounding_box_format: format of the `fit` targets and `predict` boxes,
+            a name of `ipg_keras.ops.box_formats.BOX_FORMATS` ("xyxy", "xywh",
+            "center_xywh", "yxyx", "rel_xyxy", "rel_yxyx", ...; keras-cv's and
+            keras-hub's argument, converted by `keras.utils.bounding_boxes.convert_format`).
+            `rel_` targets are relative to the `fit` images' size (the padded
+            network input), `rel_` predictions to the size of the images given to
+            `predict`. Raises ValueError for an unknown name.
     """
 
     def __init__(
@@ -260,6 +268,7 @@ class IPGFasterRCNN(Detector):
         nms_iou_threshold: float = 0.5,
         max_detections: int = 100,
         roi_align_method: str = "crop_and_resize",
+        bounding_box_format: str = "xyxy",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -282,6 +291,7 @@ class IPGFasterRCNN(Detector):
         if roi_align_method not in ROI_ALIGN_METHODS:
             raise ValueError(f"roi_align_method must be one of {ROI_ALIGN_METHODS}, got {roi_align_method!r}.")
         self.roi_align_method = str(roi_align_method)
+        self._init_box_format(bounding_box_format)
         if len(tuple(box_coder_weights)) != 4:
             raise ValueError(f"box_coder_weights needs 4 values (wx, wy, ww, wh), got {box_coder_weights!r}.")
         self._init_backbone(num_classes, backbone, ipg, backbone_weights, backbone_kwargs)
@@ -453,7 +463,7 @@ class IPGFasterRCNN(Detector):
 
     # --------------------------------------------------------------------- loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        gt_boxes, gt_classes, gt_valid = unpack_targets(y, self.num_classes, x)
+        gt_boxes, gt_classes, gt_valid = self.unpack_targets(x, y)
         cfg = self._config
         beta = cfg["smooth_l1_beta"]
 

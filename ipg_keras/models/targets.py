@@ -5,24 +5,28 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import ops
 
+from ipg_keras.ops.box_formats import convert_boxes
 
 # Boxes that all lie in [0, 1] on an image at least this large are normalized (the
 # rule of ipg_keras.data.records.NORMALIZED_MIN_IMAGE_SIZE; models do not import data).
 NORMALIZED_MIN_IMAGE_SIZE = 32
 
 
-def unpack_targets(y, num_classes: int, images=None):
-    """Checks padded targets and returns `(boxes [B, M, 4] f32, classes [B, M] i32, valid [B, M])`.
+def unpack_targets(y, num_classes: int, bounding_box_format: str = "xyxy", images=None):
+    """Checks padded targets and returns `(boxes [B, M, 4] f32 xyxy pixels, classes [B, M] i32, valid [B, M])`.
 
-    `y` is `{"boxes": [B, M, 4] xyxy, "classes": [B, M]}` padded with -1 (class
-    -1 = padding). Bad targets fail loudly, in eager and graph mode alike:
-    an inverted box or a class id outside `[0, num_classes)` would otherwise
-    train silently on garbage; with `images` [B, H, W, 3] also an image of 32 px
-    or more whose boxes all lie in [0, 1] (normalized coordinates, not pixels).
+    `y` is `{"boxes": [B, M, 4], "classes": [B, M]}` padded with -1 (class
+    -1 = padding), boxes in `bounding_box_format` (`rel_` formats relative to
+    the height and width of `images` [B, H, W, 3], the padded input images).
+    Boxes are converted to xyxy pixels first (padding rows stay -1), then
+    checked. Bad targets fail loudly, in eager and graph mode alike: an
+    inverted box or a class id outside `[0, num_classes)` would otherwise train
+    silently on garbage; with `images`, also an image of 32 px or more whose
+    pixel boxes all lie in [0, 1] (normalized coordinates given as pixels).
     """
     if not isinstance(y, dict) or "boxes" not in y or "classes" not in y:
         raise ValueError(
-            "Detection targets must be a dict {'boxes': [B, M, 4] xyxy, 'classes': [B, M]} "
+            f"Detection targets must be a dict {{'boxes': [B, M, 4] {bounding_box_format}, 'classes': [B, M]}} "
             f"padded with -1; got {type(y).__name__}"
             + (f" with keys {sorted(y)}" if isinstance(y, dict) else "")
             + ". ipg_keras.data.make_batches builds this form."
@@ -32,11 +36,15 @@ def unpack_targets(y, num_classes: int, images=None):
     if len(boxes.shape) != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"Target boxes must have shape [B, M, 4], got {boxes.shape}.")
     valid = classes >= 0
+    if bounding_box_format != "xyxy":
+        height, width = (None, None) if images is None else (ops.shape(images)[1], ops.shape(images)[2])
+        boxes = convert_boxes(boxes, bounding_box_format, "xyxy", height, width, valid=valid)
     inverted = valid & ((boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1]))
     tf.debugging.Assert(
         ~ops.any(inverted),
-        ["Target boxes must be xyxy with x2 >= x1 and y2 >= y1 (got xmax < xmin or ymax < ymin); "
-         "convert boxes to xyxy pixels before training. First bad box:",
+        [f"Target boxes in bounding_box_format={bounding_box_format!r} must give x2 >= x1 and y2 >= y1 "
+         "in xyxy pixels (got xmax < xmin or ymax < ymin); give the model the format its targets are in "
+         "(bounding_box_format=...). First bad box, in xyxy pixels:",
          tf.boolean_mask(boxes, inverted)[:1]],
     )
     too_big = classes >= num_classes
