@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ipg_keras.export import mediapipe_tasks
 from ipg_keras.export.common import DEFAULT_IMAGE_SIZE, OUTPUT_NAMES, read_metadata
 
 
@@ -130,7 +131,14 @@ def _litert_interpreter(path: Path, num_threads: int | None):
 
 
 class TFLiteDetector:
-    """An `export_tflite` file run with the LiteRT interpreter (fixed input size, batch 1 per invoke)."""
+    """An `export_tflite` file run with the LiteRT interpreter (fixed input size, batch 1 per invoke).
+
+    Reads both output contracts: ours (`runtime="litert"`) and MediaPipe Tasks'
+    (`runtime="mediapipe"`, told apart by its output names), whose normalised
+    `[ymin, xmin, ymax, xmax]` boxes and float classes it converts back, keeping
+    the rows MediaPipe keeps. `class_names`: the label map packed into the file
+    (MediaPipe export), else the sidecar's.
+    """
 
     format = "tflite"
 
@@ -146,6 +154,14 @@ class TFLiteDetector:
         inputs = self.runner.get_input_details()
         if "images" not in inputs:
             raise ModelLoadError(f"TFLite model {path} has no 'images' input (inputs: {sorted(inputs)}).")
+        outputs = set(self.runner.get_output_details())
+        if set(mediapipe_tasks.OUTPUT_NAMES) <= outputs:
+            self.runtime = "mediapipe"
+        elif set(OUTPUT_NAMES) <= outputs:
+            self.runtime = "litert"
+        else:
+            raise ModelLoadError(f"TFLite model {path} has outputs {sorted(outputs)}; expected {list(OUTPUT_NAMES)} "
+                                 f"or MediaPipe's {list(mediapipe_tasks.OUTPUT_NAMES)}.")
         detail = inputs["images"]
         shape = [int(s) for s in detail["shape"]]
         self.input_shape = shape
@@ -154,7 +170,10 @@ class TFLiteDetector:
         self.path = path
         meta = read_metadata(path) or {}
         self.num_classes = meta.get("num_classes")
-        self.class_names = meta.get("class_names")
+        self.class_names = (mediapipe_tasks.read_labels(path) if self.runtime == "mediapipe" else None) or meta.get(
+            "class_names")
+        if self.num_classes is None and self.runtime == "mediapipe" and self.class_names:
+            self.num_classes = len(self.class_names)
         self.precision = meta.get("precision")
 
     def __call__(self, images: Any) -> dict[str, np.ndarray]:
@@ -168,6 +187,8 @@ class TFLiteDetector:
             )
         batch = _to_uint8(batch) if self.input_dtype == np.uint8 else batch.astype(self.input_dtype)
         outs = [self.runner(images=batch[i : i + 1]) for i in range(len(batch))]
+        if self.runtime == "mediapipe":
+            outs = [mediapipe_tasks.from_runtime_outputs(o, self.input_size) for o in outs]
         return {k: np.concatenate([o[k] for o in outs], axis=0) for k in OUTPUT_NAMES}
 
 
