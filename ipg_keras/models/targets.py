@@ -7,12 +7,15 @@ from keras import ops
 
 
 def unpack_targets(y, num_classes: int):
-    """Checks padded targets and returns `(boxes [B, M, 4] f32, classes [B, M] i32, valid [B, M])`.
+    """Checks padded targets and returns `(boxes [B, M', 4] f32, classes [B, M'] i32, valid [B, M'])`.
 
     `y` is `{"boxes": [B, M, 4] xyxy, "classes": [B, M]}` padded with -1 (class
-    -1 = padding). Bad targets fail loudly, in eager and graph mode alike:
-    an inverted box or a class id outside `[0, num_classes)` would otherwise
-    train silently on garbage.
+    -1 = padding). `M` may be 0 (`make_batches` builds `[B, 0, 4]` for a batch
+    of images without objects): `M' = max(M, 1)`, the added row is padding,
+    so that gathers by matched ground-truth index stay in range; such images
+    train as background only. Bad targets fail loudly, in eager and graph
+    mode alike: an inverted box or a class id outside `[0, num_classes)`
+    would otherwise train silently on garbage.
     """
     if not isinstance(y, dict) or "boxes" not in y or "classes" not in y:
         raise ValueError(
@@ -25,7 +28,8 @@ def unpack_targets(y, num_classes: int):
     classes = ops.cast(y["classes"], "int32")
     if len(boxes.shape) != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"Target boxes must have shape [B, M, 4], got {boxes.shape}.")
-    valid = classes >= 0
+    # One padding row when M = 0, before the checks: their messages reduce over M.
+    boxes, classes, valid = at_least_one_target(boxes, classes, classes >= 0)
     inverted = valid & ((boxes[..., 2] < boxes[..., 0]) | (boxes[..., 3] < boxes[..., 1]))
     tf.debugging.Assert(
         ~ops.any(inverted),
@@ -39,6 +43,27 @@ def unpack_targets(y, num_classes: int):
         [f"Target class ids must be in [0, {num_classes}) (num_classes={num_classes}); got class id",
          ops.max(classes), "- build the model with a larger num_classes or remap the labels."],
     )
+    return boxes, classes, valid
+
+
+def at_least_one_target(boxes, classes, valid):
+    """Pads `boxes [B, M, 4]`, `classes [B, M]`, `valid [B, M]` to `M = 1` with one padding row when `M = 0`.
+
+    Target assignment gathers ground truths by matched index (index 0 for
+    unmatched anchors), which needs at least one row; the padding row
+    (box 0, class -1, invalid) is never matched, so the result is the same
+    as for the `M = 0` targets: every anchor / RoI is background.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    classes = tf.convert_to_tensor(classes, tf.int32)
+    valid = tf.convert_to_tensor(valid, tf.bool)
+    m = boxes.shape[1]
+    if m is not None and m > 0:
+        return boxes, classes, valid
+    missing = tf.maximum(1 - tf.shape(boxes)[1], 0)
+    boxes = tf.pad(boxes, [[0, 0], [0, missing], [0, 0]])
+    classes = tf.pad(classes, [[0, 0], [0, missing]], constant_values=-1)
+    valid = tf.pad(valid, [[0, 0], [0, missing]], constant_values=False)
     return boxes, classes, valid
 
 
