@@ -126,6 +126,7 @@ def make_batches(
     drop_crowd: bool = True,
     drop_difficult: bool = False,
     min_visible: float = DEFAULT_MIN_VISIBLE,
+    skip: int = 0,
     num_parallel_calls: int = tf.data.AUTOTUNE,
     bounding_box_format: str = "xyxy",
 ) -> tf.data.Dataset:
@@ -164,6 +165,13 @@ def make_batches(
             `ipg_keras.ops.box_formats.BOX_FORMATS`; default "xyxy" pixels.
             Resizing, augmentation and padding work on xyxy pixels in between;
             padding rows stay -1.
+        skip: leave out the first `skip` batches of the stream (`skip *
+            batch_size` elements, dropped after shuffling and after drawing
+            their augmentation seeds, before resizing and augmenting them):
+            batch `i` of the result is batch `skip + i` of the same call with
+            `skip=0`. A resumed training run continues its data stream so
+            (`ipg-train` does). The skipped elements are still read and
+            shuffled (decoded once per pass unless cached).
 
     Returns:
         Dataset of (images [B, S, S, 3] float32 0..255,
@@ -179,6 +187,8 @@ def make_batches(
     if batch_size <= 0 or image_size <= 0:
         raise ValueError(f"batch_size and image_size must be positive, got {batch_size}, {image_size}")
     box_format = check_box_format(bounding_box_format)
+    if int(skip) < 0:
+        raise ValueError(f"skip must be >= 0 batches, got {skip}")
     config = AugmentConfig() if augment is True else (augment or None)
     if config is not None and not isinstance(config, AugmentConfig):
         raise TypeError(f"augment must be a bool or an AugmentConfig, got {type(augment).__name__}")
@@ -216,11 +226,14 @@ def make_batches(
         # One stateless seed per element: reproducible under parallel map, new each epoch.
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, randoms)
+        ds = _skip(ds, int(skip) * batch_size)
 
         def prepare(element, r):
             el = augment_element(element, tf.stack([r, tf.constant(seed, tf.int64)]), image_size, config)
             return _to_tuple(el, max_boxes, truncated, box_format, image_size)
     else:
+        ds = _skip(ds, int(skip) * batch_size)
+
         def prepare(element):
             el, _ = resize_and_pad(element, image_size)
             return _to_tuple(el, max_boxes, truncated, box_format, image_size)
@@ -236,6 +249,13 @@ def make_batches(
     ds = ds.prefetch(tf.data.AUTOTUNE)
     ds.truncated_boxes = truncated
     ds.report = report
+    return ds
+
+
+def _skip(ds: tf.data.Dataset, count: int) -> tf.data.Dataset:
+    if count:
+        logger.info("make_batches: skipping the first %d elements of the stream", count)
+        return ds.skip(count)
     return ds
 
 

@@ -7,7 +7,7 @@ model's internals. See `saved_model` and `tflite` for signatures and outputs,
 `runtime` for running `.keras`, SavedModel and TFLite files alike.
 """
 
-from ipg_keras.export.common import DEFAULT_IMAGE_SIZE, OUTPUT_NAMES, read_metadata
+from ipg_keras.export.common import DEFAULT_IMAGE_SIZE, OUTPUT_NAMES, InputSizeWarning, float32_model, read_metadata
 from ipg_keras.export.runtime import (
     KerasDetector,
     ModelLoadError,
@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_IMAGE_SIZE",
     "DEFAULT_MAX_BATCH_SIZE",
     "DEFAULT_MAX_PIXELS",
+    "InputSizeWarning",
     "KerasDetector",
     "ModelLoadError",
     "OUTPUT_NAMES",
@@ -38,6 +39,7 @@ __all__ = [
     "decode_image_checked",
     "export_saved_model",
     "export_tflite",
+    "float32_model",
     "letterbox",
     "load_detector",
     "read_metadata",

@@ -9,13 +9,21 @@ any size the way the models were trained (resize to fit, pad bottom/right).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ipg_keras.export import mediapipe_tasks
-from ipg_keras.export.common import DEFAULT_IMAGE_SIZE, OUTPUT_NAMES, read_metadata
+from ipg_keras.export.common import (
+    DEFAULT_IMAGE_SIZE,
+    METADATA_FILE,
+    OUTPUT_NAMES,
+    InputSizeWarning,
+    input_size_or_default,
+    read_metadata,
+)
 
 
 class ModelLoadError(ValueError):
@@ -57,7 +65,8 @@ class KerasDetector:
     """A Keras detector (object or `.keras` file).
 
     `input_size`: the `image_size` argument, else the model's `image_size`, else 512
-    (`load_detector` passes the training size of an ipg-train run folder).
+    with an `InputSizeWarning` (`load_detector` passes the training size of an
+    ipg-train run folder).
     """
 
     format = "keras"
@@ -66,7 +75,7 @@ class KerasDetector:
         if isinstance(model, (str, Path)):
             model = load_keras_model(model)
         self.model = model
-        size = image_size or getattr(model, "image_size", None) or DEFAULT_IMAGE_SIZE
+        size = input_size_or_default(model, image_size)
         self.input_size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
         self.num_classes = getattr(model, "num_classes", None)
         self.class_names = getattr(model, "class_names", None)
@@ -108,7 +117,16 @@ class SavedModelDetector:
             raise ModelLoadError(f"SavedModel {path} has no 'serving_default' signature.")
         self.signature = self.loaded.signatures["serving_default"]
         meta = read_metadata(path) or {}
-        size = meta.get("image_size") or [DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE]
+        size = meta.get("image_size")
+        if not size:
+            warnings.warn(
+                f"SavedModel {path} records no input size (no assets.extra/{METADATA_FILE}; not written by "
+                f"export_saved_model): tiling and batching use {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE} pixels. "
+                "Re-export it with export_saved_model(image_size=...) or ipg-export --image-size.",
+                InputSizeWarning,
+                stacklevel=2,
+            )
+            size = [DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE]
         self.input_size = (int(size[0]), int(size[1]))
         self.num_classes = meta.get("num_classes")
         self.class_names = meta.get("class_names")

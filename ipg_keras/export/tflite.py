@@ -64,6 +64,7 @@ from ipg_keras.export.common import (
     OUTPUT_NAMES,
     detect_callable,
     ensure_built,
+    float32_model,
     model_metadata,
     resize_and_pad_images,
     resolve_image_size,
@@ -154,8 +155,11 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
 
     `calibrated` is a float TFLite model carrying min/max statistics (the converter's
     calibrate-only output). Values are histogrammed inside the calibrated min/max
-    (`_HISTOGRAM_BINS` bins), so memory does not grow with the number of images.
+    (`_HISTOGRAM_BINS` bins, in float64), so memory does not grow with the number of images.
     Ranges only ever shrink, and always keep 0 inside (TFLite's quantized zero point).
+    Constant and near-constant tensors (a range too narrow for the bins, see
+    `histogram_resolvable`; e.g. anchor-derived values at a tiny anchor size)
+    keep their min/max: there is no tail to cut.
     """
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -164,8 +168,10 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
     ranges = {}
     for index, tensor in enumerate(tensors):
         q = tensor.quantization
-        if q is not None and q.min is not None and q.max is not None and len(q.min) == 1 and q.max[0] > q.min[0]:
-            ranges[index] = (float(q.min[0]), float(q.max[0]))
+        if q is not None and q.min is not None and q.max is not None and len(q.min) == 1:
+            lo, hi = float(q.min[0]), float(q.max[0])
+            if histogram_resolvable(lo, hi):
+                ranges[index] = (lo, hi)
     interpreter = _interpreter(calibrated, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
@@ -179,6 +185,7 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
             except ValueError:  # not materialised (e.g. a folded constant)
                 continue
             if values.dtype == np.float32:
+                values = values.astype(np.float64)
                 histograms[i] += np.histogram(values, bins=_HISTOGRAM_BINS, range=(lo, hi))[0]
     tail = 1.0 - percentile / 100.0
     for i, (lo, hi) in ranges.items():
@@ -194,6 +201,19 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
             tensors[i].quantization.min = [np.float32(new_lo)]
             tensors[i].quantization.max = [np.float32(new_hi)]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def histogram_resolvable(lo: float, hi: float, bins: int = _HISTOGRAM_BINS) -> bool:
+    """Whether `[lo, hi]` splits into `bins` bins at least one float32 step wide each.
+
+    False for empty, inverted, non-finite, constant and near-constant ranges
+    (e.g. `[0.5, 0.5 + 1e-7]`), on which a histogram is meaningless (and
+    `np.histogram` raises "Too many bins for data range").
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return False
+    step = float(np.spacing(np.float32(max(abs(lo), abs(hi)))))
+    return (hi - lo) >= bins * step
 
 
 def postprocess_tensors(model_content: bytes) -> list[str]:
@@ -306,7 +326,8 @@ def export_tflite(
             `{"boxes", "scores", "classes", "num_detections"}`).
         path: output `.tflite` file (a `<path>.json` metadata sidecar is written too).
         precision: `"float32" | "float16" | "dynamic_int8" | "int8"`.
-        image_size: fixed input `(H, W)` or `S`; default `model.image_size`, else 512.
+        image_size: fixed input `(H, W)` or `S`; default `model.image_size`, else 512
+            (with an `InputSizeWarning`: pass the training size).
         representative_dataset: calibration images for `int8` (required there):
             see `representative_images` for what is accepted; draw it from the
             training data.
@@ -332,6 +353,13 @@ def export_tflite(
 
     The model takes uint8 `images` `[1, H, W, 3]` and returns `boxes` `[1, D, 4]`
     (xyxy input pixels), `scores`, `classes`, `num_detections`; see the module docstring.
+    A model trained with mixed precision (`mixed_float16`, `mixed_bfloat16`) is
+    converted through a float32 copy with the same weights (`float32_model`).
+
+    Raises:
+        ValueError: bad precision, percentile or image size, int8 without
+            calibration data, or a 16-bit model that cannot be copied to float32,
+            all before converting.
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
@@ -346,6 +374,8 @@ def export_tflite(
             "activation ranges; use 'dynamic_int8' to quantize weights only."
         )
     size = resolve_image_size(model, image_size)
+    # Mixed-precision models export through a float32 copy (same weights), or fail here, before converting.
+    model = float32_model(model, size)
     if class_names is None and getattr(model, "class_names", None) is not None:
         class_names = list(model.class_names)
     labels = None

@@ -17,7 +17,7 @@ from ipg_keras.models.matching import match_anchors
 from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.roi_align import ROI_ALIGN_METHODS, multilevel_roi_align
 from ipg_keras.models.sampling import gather_sampled, sample_balanced
-from ipg_keras.models.targets import global_positive_count
+from ipg_keras.models.targets import at_least_one_target, global_positive_count
 from ipg_keras.ops import POSTPROCESS_SCOPE
 from ipg_keras.ops.boxes import BoxCoder, clip_boxes
 from ipg_keras.ops.nms import batched_class_aware_nms
@@ -112,7 +112,7 @@ def assign_rpn_targets(
 
     Args:
         anchors: `[A, 4]` xyxy.
-        gt_boxes: `[B, M, 4]` xyxy, padded; gt_valid: `[B, M]` bool.
+        gt_boxes: `[B, M, 4]` xyxy, padded (`M` may be 0); gt_valid: `[B, M]` bool.
     Returns:
         `(matched [B, A] int32, sampled_positive [B, A] bool, sampled_negative [B, A] bool)`;
         `matched` indexes the ground truth of positives (-1 background, -2 ignored).
@@ -142,13 +142,15 @@ def assign_roi_targets(
 
     Args:
         proposals: `[B, P, 4]` xyxy; proposal_valid: `[B, P]` bool.
-        gt_boxes: `[B, M, 4]`; gt_classes: `[B, M]` int; gt_valid: `[B, M]` bool.
+        gt_boxes: `[B, M, 4]`; gt_classes: `[B, M]` int; gt_valid: `[B, M]` bool;
+            `M` may be 0 (images without objects: every RoI is background).
     Returns:
         dict of `rois` `[B, K, 4]`, `labels` `[B, K]` int32, `matched_boxes` `[B, K, 4]`
         (ground truth of positives), `positive` `[B, K]` bool and `valid` `[B, K]` bool
         (False for padding rows when fewer than `K = min(num_samples, P + M)` were sampled).
     """
-    gt_boxes = tf.where(gt_valid[..., None], tf.cast(gt_boxes, tf.float32), 0.0)
+    gt_boxes, gt_classes, gt_valid = at_least_one_target(gt_boxes, gt_classes, gt_valid)
+    gt_boxes = tf.where(gt_valid[..., None], gt_boxes, 0.0)
     # Adding the ground truth guarantees positives from the first step on,
     # when the untrained RPN proposes nothing useful (Detectron2 and torchvision do too).
     candidates = tf.concat([tf.cast(proposals, tf.float32), gt_boxes], axis=1)
@@ -162,7 +164,7 @@ def assign_roi_targets(
     rois = tf.gather(candidates, index, batch_dims=1)
     is_positive = tf.gather(sampled_positive, index, batch_dims=1) & valid
     gt_index = tf.maximum(tf.gather(matched, index, batch_dims=1), 0)
-    labels = tf.where(is_positive, tf.gather(tf.cast(gt_classes, tf.int32), gt_index, batch_dims=1), num_classes)
+    labels = tf.where(is_positive, tf.gather(gt_classes, gt_index, batch_dims=1), num_classes)
     return {
         "rois": tf.stop_gradient(rois),
         "labels": labels,

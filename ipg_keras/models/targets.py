@@ -23,6 +23,10 @@ def unpack_targets(y, num_classes: int, bounding_box_format: str = "xyxy", image
     inverted box or a class id outside `[0, num_classes)` would otherwise train
     silently on garbage; with `images`, also an image of 32 px or more whose
     pixel boxes all lie in [0, 1] (normalized coordinates given as pixels).
+    `M` may be 0 (`make_batches` builds `[B, 0, 4]` for a batch of images
+    without objects): the result then has `M' = 1` rows, the added row is
+    padding, so that gathers by matched ground-truth index stay in range; such
+    images train as background only.
     """
     if not isinstance(y, dict) or "boxes" not in y or "classes" not in y:
         raise ValueError(
@@ -35,7 +39,8 @@ def unpack_targets(y, num_classes: int, bounding_box_format: str = "xyxy", image
     classes = ops.cast(y["classes"], "int32")
     if len(boxes.shape) != 3 or boxes.shape[-1] != 4:
         raise ValueError(f"Target boxes must have shape [B, M, 4], got {boxes.shape}.")
-    valid = classes >= 0
+    # One padding row when M = 0, before the checks: their messages reduce over M.
+    boxes, classes, valid = at_least_one_target(boxes, classes, classes >= 0)
     if bounding_box_format != "xyxy":
         height, width = (None, None) if images is None else (ops.shape(images)[1], ops.shape(images)[2])
         boxes = convert_boxes(boxes, bounding_box_format, "xyxy", height, width, valid=valid)
@@ -74,6 +79,27 @@ def check_not_normalized(boxes, valid, images):
          tf.boolean_mask(boxes, normalized)[:1]],
         summarize=16,
     )
+
+
+def at_least_one_target(boxes, classes, valid):
+    """Pads `boxes [B, M, 4]`, `classes [B, M]`, `valid [B, M]` to `M = 1` with one padding row when `M = 0`.
+
+    Target assignment gathers ground truths by matched index (index 0 for
+    unmatched anchors), which needs at least one row; the padding row
+    (box 0, class -1, invalid) is never matched, so the result is the same
+    as for the `M = 0` targets: every anchor / RoI is background.
+    """
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    classes = tf.convert_to_tensor(classes, tf.int32)
+    valid = tf.convert_to_tensor(valid, tf.bool)
+    m = boxes.shape[1]
+    if m is not None and m > 0:
+        return boxes, classes, valid
+    missing = tf.maximum(1 - tf.shape(boxes)[1], 0)
+    boxes = tf.pad(boxes, [[0, 0], [0, missing], [0, 0]])
+    classes = tf.pad(classes, [[0, 0], [0, missing]], constant_values=-1)
+    valid = tf.pad(valid, [[0, 0], [0, missing]], constant_values=False)
+    return boxes, classes, valid
 
 
 def global_positive_count(num_positive):
