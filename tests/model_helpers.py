@@ -12,3 +12,16 @@ def tiny_retinanet(num_classes=3, ipg=True, **kwargs):
     )
     params.update(kwargs)
     return IPGRetinaNet(num_classes, **params)
+
+
+def tiny_faster_rcnn(num_classes=3, ipg=True, **kwargs):
+    """An IPG-Faster R-CNN small enough to train a few steps in seconds on a CPU (64x64 images)."""
+    from ipg_keras import IPGFasterRCNN
+
+    params = dict(
+        backbone="resnet18", ipg=ipg, fpn_channels=16, roi_head_width=64, backbone_kwargs=TINY_BACKBONE,
+        rpn_batch_size=64, num_rois=64, pre_nms_topk_train=200, post_nms_topk_train=100,
+        pre_nms_topk_test=100, post_nms_topk_test=50,
+    )
+    params.update(kwargs)
+    return IPGFasterRCNN(num_classes, **params)

@@ -38,17 +38,18 @@ def test_wheel_holds_only_ipg_keras_and_the_configs(wheel):
 
 def test_fresh_venv_from_the_wheel_runs_the_commands(wheel, tmp_path):
     """A new venv gets the wheel; its dependencies come from this environment's site-packages (offline)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing but the wheel provides ipg_keras
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, env=env)
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
     py = bin_dir / "python"
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+                          check=True, capture_output=True, text=True, env=env).stdout.strip()
     # A plain path entry: this environment's packages are importable, but its .pth files (our
     # editable install among them) are not run, so `ipg_keras` can only come from the wheel.
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True)
-    env = dict(os.environ, PYTHONPATH="")
+    subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True,
+                   env=env, cwd=tmp_path)
     probe = subprocess.run(
         [str(py), "-c", "import importlib.util, ipg_keras, ipg_keras.training as t;"
          "print(ipg_keras.__file__); print(importlib.util.find_spec('training'));"

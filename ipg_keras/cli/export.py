@@ -5,10 +5,15 @@ MODEL is a `.keras` file or a training run folder holding `model.keras` (what
 run's `config.yaml` (or `--config`), else the model's `image_size`, else 512.
 `--precision int8` calibrates on `--num-calibration` training images drawn from
 that config's training data, or from the image files of `--calibration-dir`.
+`--runtime mediapipe` writes a TFLite model that MediaPipe Tasks' ObjectDetector
+(Android, iOS, web) loads as it is: metadata and the label map inside; the labels
+are `--class-names`, else the class names of the config's training data, else
+numbered (with a warning). Needs `pip install "ipg-keras[mobile]"`.
 
 Examples:
     ipg-export runs/synthetic_retinanet_cpu --format saved_model --output saved_models/ipg/1
     ipg-export runs/synthetic_retinanet_cpu --format tflite --precision int8 --output ipg_int8.tflite
+    ipg-export runs/synthetic_retinanet_cpu --format tflite --runtime mediapipe --output ipg_mediapipe.tflite
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ipg_keras.utils.sizes import parse_image_size
 
 FORMATS = ("saved_model", "tflite")
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+RUNTIMES = ("litert", "mediapipe")
 
 
 def resolve_model_path(path: str | Path) -> Path:
@@ -81,6 +87,23 @@ def calibration_source(cfg, calibration_dir: str | None) -> Any:
     return train.shuffle(256, seed=cfg.train.seed)
 
 
+def config_class_names(cfg) -> list[str] | None:
+    """Class names of the config's training data (`build_datasets`), None if there is no config or no data here."""
+    if cfg is None:
+        return None
+    if cfg.data.class_names:
+        return list(cfg.data.class_names)
+    from ipg_keras.training.train import build_datasets
+
+    try:
+        _, _, names = build_datasets(cfg)
+    except Exception as error:  # noqa: BLE001 - data missing on this machine: labels are numbered instead
+        print(f"ipg-export: cannot read the class names of {cfg.name}'s training data ({error}); "
+              "pass --class-names", file=sys.stderr)
+        return None
+    return list(names) if names else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="ipg-export", description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -90,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=FORMATS, default="saved_model")
     parser.add_argument("--output", required=True, help="SavedModel folder, or .tflite file")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32", help="TFLite only")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="litert",
+                        help="TFLite only: litert (our signature, LiteRT interpreter) or mediapipe (MediaPipe Tasks "
+                             "ObjectDetector: its output contract, metadata and label map inside)")
+    parser.add_argument("--class-names", default=None, help="comma-separated class names, in class order "
+                        "(default: the training config's)")
     parser.add_argument("--image-size", type=parse_image_size, default=None, help="N or H,W (default: training size)")
     parser.add_argument("--config", default=None, help="training config (name or YAML) for image size and calibration")
     parser.add_argument("--calibration-dir", default=None, help="folder of images to calibrate int8 with")
@@ -102,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.format == "saved_model" and args.precision != "float32":
         parser.error("--precision applies to --format tflite only")
+    if args.format == "saved_model" and args.runtime != "litert":
+        parser.error("--runtime applies to --format tflite only")
 
     try:
         model_path = resolve_model_path(args.model)
@@ -125,10 +155,13 @@ def main(argv: list[str] | None = None) -> int:
             from ipg_keras.export.tflite import export_tflite
 
             percentile = None if args.calibration_percentile.lower() == "minmax" else float(args.calibration_percentile)
+            class_names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+            if class_names is None and args.runtime == "mediapipe":
+                class_names = config_class_names(cfg)
             out = export_tflite(model, args.output, precision=args.precision, image_size=image_size,
                                 representative_dataset=source, num_calibration_images=args.num_calibration,
-                                calibration_percentile=percentile)
-    except (FileNotFoundError, ValueError, TypeError) as error:
+                                calibration_percentile=percentile, runtime=args.runtime, class_names=class_names)
+    except (FileNotFoundError, ValueError, TypeError, ImportError) as error:
         print(f"ipg-export: {error}", file=sys.stderr)
         return 2
     from ipg_keras.export import read_metadata

@@ -7,16 +7,18 @@ Writes to DIR:
 * `detections.json`: COCO results (`image_id`, `category_id`, `bbox` [x, y, w, h]
   in original pixels, `score`); `image_id` is the image's index in sorted file
   order, or its id in `--annotations` (COCO JSON); `category_id` is class + 1, or
-  the COCO category of `--annotations`.
+  the COCO category of `--annotations` whose name matches the class name.
 * `images.json`: `{relative path: image_id}`; `visualizations/<relative path>.png`:
   boxes drawn. Relative paths are taken from the folder holding all inputs and
   keep the extension (`cam1/000001.jpg` -> `visualizations/cam1/000001.jpg.png`),
   so files with the same name in different folders, or `frame.jpg` beside
   `frame.png`, never overwrite each other.
-* with `--annotations` (COCO JSON file or Pascal VOC folder): `metrics.json` with
-  the COCO metrics (AP, AP50, AP75, APs, APm, APl, ...), ground truth drawn green.
-  Images match annotations by relative path (COCO `file_name` with folders, VOC
-  XML paths), by bare name only when that is unambiguous.
+* with `--annotations` (COCO JSON file or Pascal VOC folder, read and cleaned by
+  `ipg_keras.data.load_ground_truth` exactly as the loaders do): `metrics.json` with
+  the COCO metrics (AP, AP50, AP75, APs, APm, APl, ...) and `max_detections`, the
+  detection limit per image used in scoring; ground truth drawn green. Images
+  match annotations by relative path (COCO `file_name` with folders, VOC XML
+  paths), by bare name only when that is unambiguous.
 * `errors.json` when some files failed (each with the reason); the others are
   still processed and the exit code is 1.
 
@@ -37,118 +39,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ipg_keras.data.image_files import find_image_files, match_files, relative_names
+from ipg_keras.data.image_files import find_image_files, relative_names
 from ipg_keras.inference.predict import MODES
-
-
-# ------------------------------------------------------------ annotations
-def load_annotations(path: str | Path, files: list[Path], class_names: list[str] | None) -> dict[str, Any]:
-    """Ground truth for the image files from a COCO JSON file or a Pascal VOC folder.
-
-    Returns {"ids": {file: image_id}, "gts": {file: {"boxes" [N, 4], "classes" [N],
-    "iscrowd"/"difficult" [N]}}, "category_ids": list (class -> COCO id) or None,
-    "class_names": list or None, "unmatched": [files without annotation], "ambiguous":
-    {file: reason} for unmatched files whose annotation is ambiguous}. Files match
-    annotations by relative path (`ipg_keras.data.image_files.match_files`).
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"--annotations {path} does not exist (pass a COCO JSON file or a VOC folder).")
-    if path.is_file() and path.suffix.lower() == ".json":
-        return _coco_annotations(path, files)
-    if path.is_dir() or path.suffix.lower() == ".xml":
-        return _voc_annotations(path, files, class_names)
-    raise ValueError(f"--annotations {path}: expected a COCO .json file or a Pascal VOC folder of .xml files.")
-
-
-def _coco_annotations(path: Path, files: list[Path]) -> dict[str, Any]:
-    from ipg_keras.data.coco_json import CocoLabelMap
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ValueError(f"--annotations {path} is not valid JSON: {error}") from None
-    if not isinstance(data, dict) or "images" not in data or "categories" not in data:
-        raise ValueError(f"--annotations {path}: COCO JSON needs 'images' and 'categories' lists.")
-    label_map = CocoLabelMap.from_categories(data["categories"])
-    # Images match file_name by relative path (bare name only when unambiguous).
-    listed = [im for im in data["images"] if im.get("file_name")]
-    matched, ambiguous = match_files(files, [str(im["file_name"]) for im in listed])
-    anns: dict[int, list[dict]] = {}
-    for ann in data.get("annotations", []):
-        if int(ann.get("category_id", -1)) in label_map.category_id_to_class and len(ann.get("bbox", [])) == 4:
-            anns.setdefault(int(ann["image_id"]), []).append(ann)
-    ids, gts, unmatched = {}, {}, []
-    for f in files:
-        if f not in matched:
-            unmatched.append(f)
-            continue
-        iid = int(listed[matched[f]]["id"])
-        items = anns.get(iid, [])
-        xywh = np.asarray([a["bbox"] for a in items], np.float32).reshape(-1, 4)
-        ids[f] = iid
-        gts[f] = {
-            "boxes": np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1),
-            "classes": np.asarray([label_map.to_class(a["category_id"]) for a in items], np.int32),
-            "iscrowd": np.asarray([bool(a.get("iscrowd", 0)) for a in items], bool),
-        }
-    return {"ids": ids, "gts": gts, "category_ids": list(label_map.category_ids),
-            "class_names": list(label_map.class_names), "unmatched": unmatched, "ambiguous": ambiguous}
-
-
-def _voc_annotations(path: Path, files: list[Path], class_names: list[str] | None) -> dict[str, Any]:
-    from ipg_keras.data.pascal_voc import parse_voc_xml
-
-    if path.is_dir():
-        folder = path / "Annotations" if (path / "Annotations").is_dir() else path
-        xmls = sorted(folder.rglob("*.xml"))
-        if not xmls:
-            raise FileNotFoundError(f"--annotations {path}: no .xml files in {folder}.")
-    else:
-        folder, xmls = path.parent, [path]
-    by_xml = {}  # XML path relative to the annotation folder -> info
-    for x in xmls:
-        try:
-            info = parse_voc_xml(x)
-        except Exception as error:  # noqa: BLE001 - ParseError, ValueError
-            print(f"ipg-predict: skipping annotation {x}: {error}", file=sys.stderr)
-            continue
-        by_xml[x.relative_to(folder).as_posix()] = info
-    names = list(class_names) if class_names else sorted(
-        {o["name"] for info in by_xml.values() for o in info["objects"] if o["name"]}
-    )
-    index = {n: i for i, n in enumerate(names)}
-    gts, unmatched = {}, []
-    match, ambiguous = _match_voc(files, by_xml)
-    for f in files:
-        info = match.get(f)
-        if info is None:
-            unmatched.append(f)
-            continue
-        objs = [o for o in info["objects"] if o["name"] in index and o["bbox"] is not None]
-        gts[f] = {
-            "boxes": np.asarray([o["bbox"] for o in objs], np.float32).reshape(-1, 4),
-            "classes": np.asarray([index[o["name"]] for o in objs], np.int32),
-            "difficult": np.asarray([o["difficult"] for o in objs], bool),
-        }
-    return {"ids": {}, "gts": gts, "category_ids": None, "class_names": names, "unmatched": unmatched,
-            "ambiguous": ambiguous}
-
-
-def _match_voc(files: list[Path], by_xml: dict[str, dict]) -> tuple[dict[Path, dict], dict[Path, str]]:
-    """Image file -> its VOC annotation: by the XML's relative path (`cam1/000001.xml` ~
-    `.../cam1/000001.jpg`), then, for the rest, by the `<filename>` the XML names."""
-    keys = list(by_xml)
-    matched, ambiguous = match_files(files, keys, compare_stems=True)
-    result = {f: by_xml[keys[j]] for f, j in matched.items()}
-    taken = set(matched.values())
-    rest = [f for f in files if f not in matched and f not in ambiguous]
-    named = [(j, by_xml[k]["filename"]) for j, k in enumerate(keys) if j not in taken and by_xml[k]["filename"]]
-    more, more_ambiguous = match_files(rest, [n for _, n in named])
-    result.update({f: by_xml[keys[named[i][0]]] for f, i in more.items()})
-    return result, {**ambiguous, **more_ambiguous}
 
 
 # ------------------------------------------------------------------ main
@@ -199,36 +91,38 @@ def main(argv: list[str] | None = None) -> int:
     class_names = args.class_names.split(",") if args.class_names else getattr(detector, "class_names", None)
     ann = None
     if args.annotations:
+        from ipg_keras.data import load_ground_truth
+
         try:
-            ann = load_annotations(args.annotations, files, class_names)
+            ann = load_ground_truth(args.annotations, files, class_names,
+                                    num_classes=getattr(detector, "num_classes", None))
         except (FileNotFoundError, ValueError) as error:
             print(f"ipg-predict: {error}", file=sys.stderr)
             return 2
-        class_names = class_names or ann["class_names"]
-        for f in ann["unmatched"]:
-            reason = ann.get("ambiguous", {}).get(f)
+        class_names = class_names or ann.class_names
+        for f in ann.unmatched:
+            reason = ann.ambiguous.get(f)
             print(f"ipg-predict: {f} has no annotation in {args.annotations}"
                   + (f" ({reason})" if reason else "") + "; not scored", file=sys.stderr)
 
     # Image ids: the annotation file's, else the index in sorted order (fresh ids
     # past the largest annotated one for files the annotations do not list).
     ids: dict[Path, int] = {}
-    next_id = max(ann["ids"].values(), default=-1) + 1 if ann else 0
+    next_id = max(ann.ids.values(), default=-1) + 1 if ann else 0
     for i, f in enumerate(files):
-        if ann and f in ann["ids"]:
-            ids[f] = ann["ids"][f]
-        elif ann and ann["ids"]:
+        if ann and f in ann.ids:
+            ids[f] = ann.ids[f]
+        elif ann and ann.ids:
             ids[f] = next_id
             next_id += 1
         else:
             ids[f] = i
-    category_ids = ann["category_ids"] if ann and ann["category_ids"] else None
 
     from tqdm.auto import tqdm
 
     output.mkdir(parents=True, exist_ok=True)
     vis_dir = output / "visualizations"
-    results, gts, dets = [], [], []
+    results, dets = [], {}
     for f in tqdm(files, desc="ipg-predict", disable=len(files) < 5):
         try:
             image = read_image(f)
@@ -242,15 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         for box, score, cls in zip(boxes, scores, classes):
             results.append({
                 "image_id": int(ids[f]),
-                "category_id": int(category_ids[cls]) if category_ids else int(cls) + 1,
+                "category_id": ann.category_id(cls) if ann else int(cls) + 1,
                 "bbox": [round(float(box[0]), 3), round(float(box[1]), 3),
                          round(float(box[2] - box[0]), 3), round(float(box[3] - box[1]), 3)],
                 "score": round(float(score), 5),
             })
-        gt = ann["gts"].get(f) if ann else None
+        gt = ann.gts.get(f) if ann else None
         if gt is not None:
-            gts.append({"image_id": int(ids[f]), **gt})
-            dets.append({"image_id": int(ids[f]), "boxes": boxes, "scores": scores, "classes": classes})
+            dets[f] = {"boxes": boxes, "scores": scores, "classes": classes}
         if not args.no_draw:
             from PIL import Image
 
@@ -269,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"images": len(files) - sum(1 for e in errors if Path(e["file"]) in ids),
                                "detections": len(results), "failed": len(errors)}
     if ann is not None:
-        from ipg_keras.evaluation import coco_metrics
+        from ipg_keras.evaluation import evaluate_detections
 
-        metrics = coco_metrics(gts, dets)
+        metrics = evaluate_detections(ann, dets, max_detections=getattr(detector, "max_detections", None))
         with open(output / "metrics.json", "w") as fh:
-            json.dump({**metrics, "num_images": len(gts)}, fh, indent=2)
+            json.dump(metrics, fh, indent=2)
         summary["metrics"] = {k: round(metrics[k], 4) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+        summary["max_detections"] = metrics["max_detections"]
     if errors:
         with open(output / "errors.json", "w") as fh:
             json.dump(errors, fh, indent=1)

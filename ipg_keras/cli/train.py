@@ -9,8 +9,12 @@ Distributed training runs on tf.distribute (`train.strategy`): `mirrored` (all
 local GPUs, or `train.cpu_devices` logical CPUs), `multi_worker` (processes
 described by TF_CONFIG, started with the same command on every machine) and
 `tpu`. `train.batch_size` is the global batch. A run killed at any point and
-started again with the same command resumes from `<output>/checkpoints` and
-ends at the configured step count. Output folder:
+started again with the same command resumes from `<output>/checkpoints`,
+continues the training data stream where it stopped (it does not replay the
+first batches) and ends at the configured step count. `export.saved_model`
+writes `<export.directory>/<name>/`, `export.tflite: [float32, int8, ...]`
+(or `true` for float32) writes `<export.directory>/<name>_<precision>.tflite`.
+Output folder:
 
     config.yaml          the resolved config
     checkpoints/         resumable training state (every N steps and each epoch)

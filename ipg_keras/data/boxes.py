@@ -1,9 +1,12 @@
 """tf ops on the `bounding_boxes` dict of an element (boxes [N,4] xyxy, classes [N],
-optional per-box flags [N]); every op keeps all per-box keys consistent."""
+optional per-box flags [N]); every op keeps all per-box keys consistent. The
+element's box format is changed by `convert_element_boxes` / `to_box_format`."""
 
 from __future__ import annotations
 
 import tensorflow as tf
+
+from ipg_keras.ops.box_formats import check_box_format, convert_boxes
 
 
 def filter_boxes(bounding_boxes: dict, keep: tf.Tensor) -> dict:
@@ -49,3 +52,33 @@ def scale_boxes(bounding_boxes: dict, sx, sy) -> dict:
     s = tf.cast(tf.stack([sx, sy, sx, sy]), tf.float32)
     out["boxes"] = tf.cast(bounding_boxes["boxes"], tf.float32) * s
     return out
+
+
+def convert_element_boxes(element: dict, source: str, target: str) -> dict:
+    """The element with its boxes converted from `source` to `target` format.
+
+    `rel_` formats are relative to the element's own image (`images` [H, W, 3]);
+    the conversion is Keras' `keras.utils.bounding_boxes.convert_format`.
+    Other keys are kept; the same element comes back when the formats are equal.
+    """
+    if check_box_format(source) == check_box_format(target):
+        return element
+    shape = tf.shape(element["images"])
+    bounding_boxes = dict(element["bounding_boxes"])
+    bounding_boxes["boxes"] = convert_boxes(bounding_boxes["boxes"], source, target, height=shape[0], width=shape[1],
+                                            valid=tf.ones_like(bounding_boxes["boxes"][:, 0], tf.bool))
+    return {**element, "bounding_boxes": bounding_boxes}
+
+
+def to_box_format(dataset: tf.data.Dataset, bounding_box_format: str,
+                  num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+    """An element dataset with xyxy pixel boxes mapped to `bounding_box_format` (the loaders' last step).
+
+    Returns `dataset` itself for "xyxy"; `rel_` formats are relative to each element's image.
+    """
+    if check_box_format(bounding_box_format) == "xyxy":
+        return dataset
+    return dataset.map(
+        tf.autograph.experimental.do_not_convert(lambda e: convert_element_boxes(e, "xyxy", bounding_box_format)),
+        num_parallel_calls=num_parallel_calls, deterministic=True,
+    )

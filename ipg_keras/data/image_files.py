@@ -73,12 +73,13 @@ def relative_names(files: Sequence[str | os.PathLike], inputs: Sequence[str | os
     return {f: PurePosixPath(*Path(os.path.relpath(os.path.abspath(f), root)).parts).as_posix() for f in files}
 
 
-def _parts(name: str, stem: bool) -> tuple[str, ...]:
-    """Path components of a file name as written in an annotation file (`/` or `\\`, `./` dropped)."""
-    parts = tuple(p for p in str(name).replace("\\", "/").split("/") if p not in ("", "."))
-    if stem and parts:
-        parts = parts[:-1] + (PurePosixPath(parts[-1]).stem,)
-    return parts
+def _parts(name: str) -> tuple[str, ...]:
+    """Path components of a file name as written in an annotation file (`/` or `\\`, `./`, drive dropped)."""
+    return tuple(p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".") and not p.endswith(":"))
+
+
+def _stem_parts(parts: tuple[str, ...]) -> tuple[str, ...]:
+    return parts[:-1] + (PurePosixPath(parts[-1]).stem,) if parts else parts
 
 
 def _common_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
@@ -88,63 +89,81 @@ def _common_tail(a: tuple[str, ...], b: tuple[str, ...]) -> int:
     return n
 
 
-def match_files(
-    files: Sequence[str | os.PathLike], names: Sequence[str], *, compare_stems: bool = False
+def match_annotated_files(
+    files: Sequence[str | os.PathLike], keys: Sequence[tuple[int, str, bool]]
 ) -> tuple[dict[Path, int], dict[Path, str]]:
-    """Match image files to the file names an annotation file lists, by relative path.
+    """Match image files to annotation items by relative path (the rule of every annotation consumer).
 
-    A file and a name match by how many trailing path components they share (the
-    name alone counts 1, `cam1/000001.jpg` counts 2, ...): each file takes the name
-    that shares the most, and that name must share fewer with every other file. So
-    `cam1/000001.jpg` goes to `imgs/cam1/000001.jpg`, never to `imgs/cam2/000001.jpg`,
-    and a bare name (`000001.jpg`) matches only when one file and one listed name
-    have it: the fallback to the bare name is taken only when unambiguous.
+    A file and a key match by how many trailing path components they share (the
+    name alone counts 1, `cam1/000001.jpg` counts 2, ...): each file takes the
+    item that shares the most, and that item takes the file that shares the most
+    with it. So `cam1/000001.jpg` goes to `imgs/cam1/000001.jpg`, never to
+    `imgs/cam2/000001.jpg`, and a bare name (`000001.jpg`) matches only when one
+    file and one item have it: the bare-name fallback is taken only when
+    unambiguous. A file that fits an item less well than another file does is
+    simply not annotated.
 
     Args:
         files: image file paths.
-        names: file names from the annotations (COCO `file_name`, VOC XML paths),
-            relative or absolute, `/` or `\\` separated.
-        compare_stems: compare the last component without its extension (VOC XML
-            files are named like their images: `cam1/000001.xml` ~ `cam1/000001.jpg`).
+        keys: `(item, name, exact)`: `name` as the annotation writes it (COCO
+            `file_name`, VOC `<filename>` or XML path; relative or absolute, `/`
+            or `\\`); `exact` names carry the image's extension; the others are
+            compared without their own extension and the image's (a VOC XML is
+            named like its image: `cam1/000001.xml` ~ `cam1/000001.jpg`). Exact keys
+            beat stem keys at equal length; one item may have several keys.
 
     Returns:
-        `(matched, problems)`: `{file: index into names}` and, for files left
-        unmatched because the choice is ambiguous, `{file: reason}`. Files that
-        share no name at all are in neither.
+        `(matched, problems)`: `{file: item}` and, for files left unmatched
+        because the choice is ambiguous, `{file: reason}`.
     """
     files = [Path(f) for f in files]
-    name_parts = [_parts(n, compare_stems) for n in names]
-    by_last: dict[str, list[int]] = {}
-    for j, parts in enumerate(name_parts):
+    by_last: dict[str, list[tuple[int, tuple[str, ...], bool]]] = {}
+    for item, name, exact in keys:
+        parts = _parts(name) if exact else _stem_parts(_parts(name))
         if parts:
-            by_last.setdefault(parts[-1], []).append(j)
-    file_parts = [_parts(Path(os.path.abspath(f)).as_posix(), compare_stems) for f in files]
-    scores: dict[int, dict[int, int]] = {}  # file index -> {name index: shared components}
-    for i, parts in enumerate(file_parts):
-        for j in by_last.get(parts[-1], []):
-            scores.setdefault(i, {})[j] = _common_tail(parts, name_parts[j])
-    best_of_name: dict[int, list[tuple[int, int]]] = {}
-    for i, row in scores.items():
-        for j, score in row.items():
-            best_of_name.setdefault(j, []).append((score, i))
-    matched: dict[Path, int] = {}
+            by_last.setdefault(parts[-1], []).append((item, parts, exact))
     problems: dict[Path, str] = {}
-    for i, row in scores.items():
-        top = max(row.values())
-        candidates = [j for j, s in row.items() if s == top]
-        if len(candidates) > 1:
-            problems[files[i]] = (f"ambiguous: {len(candidates)} annotated images are named "
-                                  f"{', '.join(repr(names[j]) for j in candidates[:3])}; pass the folder the "
-                                  "annotation's file names are relative to")
+    choice: dict[Path, tuple[int, tuple[int, bool]]] = {}
+    for f in files:
+        parts = _parts(Path(os.path.abspath(f)).as_posix())
+        stem_parts = _stem_parts(parts)
+        scored: dict[int, tuple[int, bool]] = {}
+        for item, kparts, exact in by_last.get(parts[-1], []) + by_last.get(stem_parts[-1], []):
+            n = _common_tail(parts if exact else _stem_parts(parts), kparts)
+            if n:
+                scored[item] = max(scored.get(item, (n, exact)), (n, exact))
+        if not scored:
             continue
-        j = candidates[0]
-        if any(s > top for s, _ in best_of_name[j]):
-            continue  # another file fits this name better: this one has no annotation
-        rivals = [k for s, k in best_of_name[j] if s == top and k != i]
-        if rivals:
-            problems[files[i]] = (f"ambiguous: annotation {names[j]!r} fits {files[i]} and "
-                                  f"{', '.join(str(files[k]) for k in rivals[:3])} equally; name the images "
-                                  "in the annotations by their relative path (e.g. cam1/000001.jpg)")
+        best = max(scored.values())
+        items = [i for i, score in scored.items() if score == best]
+        if len(items) > 1:
+            problems[f] = (f"ambiguous: {len(items)} annotated images fit {f} equally well; give the file's "
+                           "folder in the annotation, or pass the folder its file names are relative to")
             continue
-        matched[files[i]] = j
+        choice[f] = (items[0], best)
+    by_item: dict[int, list[Path]] = {}
+    for f, (item, _) in choice.items():
+        by_item.setdefault(item, []).append(f)
+    matched: dict[Path, int] = {}
+    for item, fs in by_item.items():
+        best = max(choice[f][1] for f in fs)
+        winners = [f for f in fs if choice[f][1] == best]
+        if len(winners) > 1:
+            for f in winners:
+                problems[f] = (f"ambiguous: {len(winners)} files fit the same annotation equally well "
+                               f"({', '.join(str(w) for w in winners[:3])}); give the annotations' file names "
+                               "with their folders")
+            continue
+        matched[winners[0]] = item
     return matched, problems
+
+
+def match_files(
+    files: Sequence[str | os.PathLike], names: Sequence[str], *, compare_stems: bool = False
+) -> tuple[dict[Path, int], dict[Path, str]]:
+    """`match_annotated_files` for one name per item: `{file: index into names}`, `{file: reason}`.
+
+    compare_stems: compare the last component without its extension (VOC XML
+    files are named like their images: `cam1/000001.xml` ~ `cam1/000001.jpg`).
+    """
+    return match_annotated_files(files, [(j, n, not compare_stems) for j, n in enumerate(names)])

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from ipg_keras.data.boxes import to_box_format
 from ipg_keras.data.image_io import CHECK_LEVELS, ImageInfo, check_image, read_image
 from ipg_keras.data.report import DataError, LoadReport
 
@@ -69,39 +70,100 @@ def check_images(
         )
 
 
-def sanitize_boxes(
-    boxes: np.ndarray, width: int, height: int, file: str, report: LoadReport
-) -> np.ndarray:
-    """Clip boxes to the image and find degenerate ones; report both per file.
+# Boxes whose coordinates all lie in [0, 1] on an image at least this large (both
+# sides, pixels) are normalized coordinates, not pixels.
+NORMALIZED_MIN_IMAGE_SIZE = 32
+# Default share of a box's area that must lie inside the image for the box to be
+# kept (clipped): the rule of `crop_boxes`, with the default of `AugmentConfig.min_visible`
+# (a box cut by the image border, as after a random crop).
+DEFAULT_MIN_VISIBLE = 0.3
 
-    Returns a bool keep-mask [N]; `boxes` is clipped in place.
+
+def looks_normalized(boxes: np.ndarray, width: int, height: int) -> bool:
+    """True when every coordinate of `boxes` [N>0, 4] lies in [0, 1] and the image is
+    at least `NORMALIZED_MIN_IMAGE_SIZE` px on both sides: such boxes are fractions of
+    the image size (TFDS, YOLO, many exports), not pixels."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (len(boxes) > 0 and min(width, height) >= NORMALIZED_MIN_IMAGE_SIZE
+            and bool(np.all((boxes >= 0.0) & (boxes <= 1.0))))
+
+
+def _fmt(box) -> list[float]:
+    return [round(float(v), 3) for v in box]
+
+
+def sanitize_boxes(
+    boxes: np.ndarray, width: int, height: int, file: str, report: LoadReport,
+    min_visible: float = DEFAULT_MIN_VISIBLE,
+) -> np.ndarray:
+    """The cleaning rule for annotated boxes, the same for every format and consumer.
+
+    boxes: float32 [N, 4] xyxy pixels (clipped in place); width, height: the image
+    file's real size in pixels. Returns a bool keep-mask [N]. In order:
+
+    * non-finite coordinates: dropped (`invalid_box`);
+    * x2 <= x1 or y2 <= y1 (inverted or zero size) or wholly outside the image:
+      dropped (`degenerate_box`);
+    * all remaining boxes of the image within [0, 1] on an image of at least
+      32 px: normalized, not pixels; dropped (`normalized_box`);
+    * partly outside the image: clipped to it and kept when at least
+      `min_visible` of its area is inside (`box_clipped`), else dropped
+      (`box_outside`): the rule of `crop_boxes` / `tile_dataset`.
+
+    Each reason is reported once per file with its count and the first box.
     """
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     if len(boxes) == 0:
         return np.zeros([0], bool)
     finite = np.all(np.isfinite(boxes), axis=1)
-    degenerate = finite & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
+    safe = np.where(finite[:, None], boxes, 0.0)
+    degenerate = finite & ((safe[:, 2] <= safe[:, 0]) | (safe[:, 3] <= safe[:, 1]))
+    clipped_boxes = safe.copy()
+    clipped_boxes[:, [0, 2]] = np.clip(clipped_boxes[:, [0, 2]], 0, width)
+    clipped_boxes[:, [1, 3]] = np.clip(clipped_boxes[:, [1, 3]], 0, height)
+    area = np.maximum(safe[:, 2] - safe[:, 0], 0) * np.maximum(safe[:, 3] - safe[:, 1], 0)
+    visible = (np.maximum(clipped_boxes[:, 2] - clipped_boxes[:, 0], 0)
+               * np.maximum(clipped_boxes[:, 3] - clipped_boxes[:, 1], 0))
     outside = finite & ~degenerate & (
-        (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > width) | (boxes[:, 3] > height)
+        (safe[:, 0] < 0) | (safe[:, 1] < 0) | (safe[:, 2] > width) | (safe[:, 3] > height)
     )
-    if outside.any():
-        first = boxes[outside][0].tolist()
-        boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
-        boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
-        # Entirely outside: nothing left after clipping, so it is a dropped box.
-        gone = outside & ((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]))
-        degenerate |= gone
-        clipped = outside & ~gone
-        if clipped.any():
-            report.add(
-                "box_clipped",
-                file,
-                f"{int(clipped.sum())} box(es) extend outside the {width}x{height} image and were "
-                f"clipped to it (first, before clipping: {[round(v, 1) for v in first]})",
-                int(clipped.sum()),
-            )
+    # Wholly outside: nothing left after clipping, so it is a dropped (degenerate) box.
+    gone = outside & (visible <= 0)
+    degenerate |= gone
+    outside &= ~gone
+    normalized = np.zeros(len(boxes), bool)
+    candidates = finite & ~degenerate
+    if candidates.any() and looks_normalized(safe[candidates], width, height):
+        normalized = candidates
+        outside &= False
+        report.add(
+            "normalized_box", file,
+            f"all {int(normalized.sum())} box(es) lie within [0, 1] on the {width}x{height} image: they look "
+            f"normalized (fractions of the image size), not pixels (first: {_fmt(safe[normalized][0])}); dropped. "
+            "Convert to pixels: multiply x by the width and y by the height",
+            int(normalized.sum()),
+        )
+    kept_clipped = outside & (visible >= min_visible * area)
+    dropped_outside = outside & ~kept_clipped
+    if kept_clipped.any():
+        first = safe[kept_clipped][0]
+        report.add(
+            "box_clipped", file,
+            f"{int(kept_clipped.sum())} box(es) extend outside the {width}x{height} image and were clipped to it "
+            f"(at least min_visible={min_visible:g} of each inside; first, before clipping: {_fmt(first)})",
+            int(kept_clipped.sum()),
+        )
+    if dropped_outside.any():
+        i = int(np.flatnonzero(dropped_outside)[0])
+        report.add(
+            "box_outside", file,
+            f"{int(dropped_outside.sum())} box(es) lie mostly outside the {width}x{height} image (less than "
+            f"min_visible={min_visible:g} of the area inside; first: {_fmt(safe[i])}, "
+            f"{visible[i] / max(area[i], 1e-9):.0%} inside); dropped",
+            int(dropped_outside.sum()),
+        )
     if degenerate.any():
-        first = boxes[degenerate][0].tolist()
+        first = safe[degenerate][0].tolist()
         report.add(
             "degenerate_box",
             file,
@@ -112,7 +174,8 @@ def sanitize_boxes(
     if (~finite).any():
         report.add("invalid_box", file, f"{int((~finite).sum())} box(es) with non-finite coordinates dropped",
                    int((~finite).sum()))
-    return finite & ~degenerate
+    boxes[:] = np.where(kept_clipped[:, None], clipped_boxes, boxes)
+    return finite & ~degenerate & ~normalized & ~dropped_outside
 
 
 @dataclasses.dataclass
@@ -132,13 +195,17 @@ class ParsedDataset:
     def num_boxes(self) -> int:
         return int(sum(len(r.boxes) for r in self.records))
 
-    def to_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+    def to_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE,
+                   bounding_box_format: str = "xyxy") -> tf.data.Dataset:
         """tf.data.Dataset of elements (see conventions.md), images decoded in parallel.
 
+        Boxes are in `bounding_box_format` (a name of `ipg_keras.ops.box_formats.BOX_FORMATS`;
+        `rel_` formats relative to each image's size); the records stay xyxy pixels.
         The returned dataset carries `.class_names`, `.report`, `.records` (and
         `.label_map` for COCO) as attributes; they are lost by later `.map()` etc.
         """
         ds = records_to_dataset(self.records, self.flag_keys, num_parallel_calls)
+        ds = to_box_format(ds, bounding_box_format, num_parallel_calls)
         return attach_info(ds, class_names=self.class_names, report=self.report,
                            records=self.records, label_map=self.label_map)
 
@@ -199,14 +266,66 @@ def records_to_dataset(
     return tf.data.Dataset.range(n).map(tf.autograph.experimental.do_not_convert(load), num_parallel_calls=num_parallel_calls, deterministic=True)
 
 
+def clean_entry(
+    entry: dict, info: ImageInfo, report: LoadReport, flag_keys: Sequence[str],
+    min_visible: float = DEFAULT_MIN_VISIBLE,
+) -> ImageRecord:
+    """`ImageRecord` of one parsed entry whose image is `info` (`check_image`'s result):
+    the annotated size is checked against the file, boxes go through `sanitize_boxes`."""
+    path = entry["image_path"]
+    width, height, fmt = info.width, info.height, info.format
+    annotated = entry.get("size")
+    if annotated and annotated[0] > 0 and annotated[1] > 0 and tuple(annotated) != (width, height):
+        report.add(
+            "size_mismatch",
+            entry.get("annotation_path") or path,
+            f"annotation says {annotated[0]}x{annotated[1]} but {path} is {width}x{height}; "
+            "boxes are checked against the real size"
+            + (" (the file's EXIF orientation turns it by 90 degrees, as viewers and read_image show it; "
+               "if the boxes were drawn on the unrotated pixels, rotate the file or the boxes)"
+               if tuple(annotated) == (height, width) else ""),
+        )
+    boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4).copy()
+    keep = sanitize_boxes(boxes, width, height, entry.get("annotation_path") or path, report, min_visible)
+    classes = np.asarray(entry["classes"], np.int32).reshape(-1)
+    flags = {k: np.asarray(entry["flags"].get(k, np.zeros(len(classes), bool)), bool)[keep] for k in flag_keys}
+    return ImageRecord(
+        image_path=str(path),
+        image_id=int(entry["image_id"]),
+        width=width,
+        height=height,
+        boxes=boxes[keep],
+        classes=classes[keep],
+        flags=flags,
+        annotation_path=entry.get("annotation_path"),
+        image_format=fmt,
+    )
+
+
+def check_not_all_normalized(report: LoadReport, images_with_boxes: int) -> None:
+    """Raise `DataError` when the boxes of every image with boxes looked normalized:
+    training or scoring on what is left (nothing) would be wrong, not merely smaller."""
+    flagged = len(report.files.get("normalized_box", []))
+    if images_with_boxes and flagged >= images_with_boxes:
+        example = next(i for i in report.issues if i.reason == "normalized_box")
+        raise DataError(
+            f"{report.source}: the boxes of all {images_with_boxes} annotated image(s) lie within [0, 1]: "
+            "they are normalized coordinates, not pixels. Convert them to pixels (x * width, y * height) "
+            f"first. Example: {example.file}: {example.message}"
+        )
+
+
 def finish_records(
-    parsed: list[dict], report: LoadReport, validate: str, flag_keys: Sequence[str]
+    parsed: list[dict], report: LoadReport, validate: str, flag_keys: Sequence[str],
+    min_visible: float = DEFAULT_MIN_VISIBLE,
 ) -> list[ImageRecord]:
     """Check the image of each parsed entry, clip/drop boxes, and build `ImageRecord`s.
 
     Each entry: {"image_path", "image_id", "annotation_path", "boxes" [N,4] xyxy,
     "classes" [N], "flags": {k: [N]}, optional "size": (w, h) annotated}. Entries
-    whose image is missing or corrupt are reported and left out.
+    whose image is missing or corrupt are reported and left out; boxes follow
+    `sanitize_boxes`. Raises `DataError` when nothing is usable, or when every
+    annotated image's boxes look normalized.
     """
     existing = [e for e in parsed if _exists(e, report)]
     infos = check_images([e["image_path"] for e in existing], validate)
@@ -219,35 +338,8 @@ def finish_records(
                 reason = f"cannot read image ({type(info).__name__}: {info})"
             report.add("corrupt_image", path, f"{reason}; skipped")
             continue
-        width, height, fmt = info.width, info.height, info.format
-        annotated = entry.get("size")
-        if annotated and annotated[0] > 0 and annotated[1] > 0 and tuple(annotated) != (width, height):
-            report.add(
-                "size_mismatch",
-                entry.get("annotation_path") or path,
-                f"annotation says {annotated[0]}x{annotated[1]} but {path} is {width}x{height}; "
-                "boxes are checked against the real size"
-                + (" (the file's EXIF orientation turns it by 90 degrees, as viewers and read_image show it; "
-                   "if the boxes were drawn on the unrotated pixels, rotate the file or the boxes)"
-                   if tuple(annotated) == (height, width) else ""),
-            )
-        boxes = np.asarray(entry["boxes"], np.float32).reshape(-1, 4).copy()
-        keep = sanitize_boxes(boxes, width, height, entry.get("annotation_path") or path, report)
-        classes = np.asarray(entry["classes"], np.int32).reshape(-1)
-        flags = {k: np.asarray(entry["flags"].get(k, np.zeros(len(classes), bool)), bool)[keep] for k in flag_keys}
-        records.append(
-            ImageRecord(
-                image_path=str(path),
-                image_id=int(entry["image_id"]),
-                width=width,
-                height=height,
-                boxes=boxes[keep],
-                classes=classes[keep],
-                flags=flags,
-                annotation_path=entry.get("annotation_path"),
-                image_format=fmt,
-            )
-        )
+        records.append(clean_entry(entry, info, report, flag_keys, min_visible))
+    check_not_all_normalized(report, sum(1 for e in existing if len(e["boxes"])))
     report.images_loaded = len(records)
     report.boxes_loaded = int(sum(len(r.boxes) for r in records))
     if not records:

@@ -23,6 +23,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "image_id_without_file": ("COCO image id with no image file, image skipped", "images"),
     "annotation_without_image": ("COCO annotation for an unknown image id, dropped", "boxes"),
     "box_clipped": ("box partly outside the image, clipped to it", "boxes"),
+    "box_outside": ("box mostly outside the image (less than min_visible inside), dropped", "boxes"),
+    "normalized_box": ("box coordinates within [0, 1] on an image of 32 px or more (normalized, "
+                       "not pixels), dropped", "boxes"),
     "degenerate_box": ("degenerate box (zero or negative size), dropped", "boxes"),
     "invalid_box": ("box with missing or non-numeric coordinates, dropped", "boxes"),
     "unknown_class": ("unknown class name or category id, box dropped", "boxes"),

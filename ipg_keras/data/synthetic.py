@@ -56,6 +56,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from ipg_keras.data.boxes import to_box_format
+from ipg_keras.ops.box_formats import check_box_format
+
 CLASS_NAMES: tuple[str, ...] = ("square", "disc", "triangle", "cross", "ring")
 
 _SPLIT_CODES = {"train": 0, "val": 1, "validation": 1, "test": 2}
@@ -450,15 +453,19 @@ def synthetic_example(index: int, split: str = "train", image_size: int = 256, s
 
 def synthetic_dataset(split: str = "train", num_images: int | None = None, image_size: int = 256,
                       seed: int = 0, min_size: float = 6, max_size: float = 64,
-                      max_objects: int = 12) -> tf.data.Dataset:
+                      max_objects: int = 12, bounding_box_format: str = "xyxy") -> tf.data.Dataset:
     """Synthetic small-object detection dataset in the package's element format.
 
     Yields unbatched ``{"images": float32 [S, S, 3] 0..255, "bounding_boxes":
-    {"boxes": float32 [N, 4] xyxy pixels, "classes": int32 [N]}, "image_id": int64}``
-    with ``S = image_size`` and class ids indexing :data:`CLASS_NAMES`. Deterministic
+    {"boxes": float32 [N, 4], "classes": int32 [N]}, "image_id": int64}``
+    with ``S = image_size`` and class ids indexing :data:`CLASS_NAMES`. Boxes are
+    in ``bounding_box_format`` (keras-cv / keras-hub names,
+    ``ipg_keras.ops.box_formats.BOX_FORMATS``; ``rel_`` formats are relative to S;
+    default "xyxy" pixels; ValueError for an unknown name). Deterministic
     in (split, seed, index); ``num_images`` defaults to 2000 (train) / 200 (val, test).
     See the module docstring for what the images contain.
     """
+    check_box_format(bounding_box_format)
     code = _split_code(split)
     _check_args(image_size, seed, min_size, max_size, max_objects)
     if num_images is None:
@@ -486,6 +493,7 @@ def synthetic_dataset(split: str = "train", num_images: int | None = None, image
             "image_id": index,
         }
 
-    return tf.data.Dataset.range(int(num_images)).map(
+    ds = tf.data.Dataset.range(int(num_images)).map(
         _to_element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
+    return to_box_format(ds, bounding_box_format)

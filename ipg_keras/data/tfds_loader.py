@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ipg_keras.data.boxes import to_box_format
 from ipg_keras.data.image_bytes import decode_image_bytes
 from ipg_keras.data.records import attach_info
 from ipg_keras.data.report import LoadReport
+from ipg_keras.ops.box_formats import check_box_format
 
 # TFDS object flag -> our bounding_boxes key.
 _FLAG_MAP = {"is_crowd": "iscrowd", "is_difficult": "difficult"}
@@ -28,6 +30,7 @@ def from_tfds(
     read_config=None,
     builder_kwargs: dict | None = None,
     num_parallel_calls: int = tf.data.AUTOTUNE,
+    bounding_box_format: str = "xyxy",
 ) -> tf.data.Dataset:
     """A TFDS detection dataset in the element format of conventions.md.
 
@@ -36,15 +39,21 @@ def from_tfds(
         split: TFDS split string ("train", "validation[:10%]", ...).
         data_dir, download, shuffle_files, read_config, builder_kwargs: passed to
             `tfds.load`.
+        bounding_box_format: format of the emitted boxes (keras-cv / keras-hub
+            names, `ipg_keras.ops.box_formats.BOX_FORMATS`; `rel_` formats are
+            relative to each image's size, so "rel_yxyx" is TFDS' own layout).
+            Default "xyxy" pixels. Raises ValueError for an unknown name, before
+            anything is loaded.
 
     Returns:
-        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] xyxy
-        pixels, "classes" [N] int32, plus "iscrowd"/"difficult" [N] bool when the
+        Dataset of {"images" [H,W,3] float32, "bounding_boxes": {"boxes" [N,4] in
+        bounding_box_format, "classes" [N] int32, plus "iscrowd"/"difficult" [N] bool when the
         dataset has them}, "image_id" int64}. image_id is the dataset's
         "image/id" when it has one (COCO), else the example's position in the
         split (stable with shuffle_files=False). Attributes: `.class_names` (from
         the dataset info), `.info` (tfds.core.DatasetInfo), `.report`.
     """
+    check_box_format(bounding_box_format)
     import tensorflow_datasets as tfds  # heavy import, only when used
 
     ds, info = tfds.load(
@@ -103,4 +112,5 @@ def from_tfds(
         return {"images": image, "bounding_boxes": bb, "image_id": image_id}
 
     out = ds.enumerate().map(tf.autograph.experimental.do_not_convert(convert), num_parallel_calls=num_parallel_calls, deterministic=True)
+    out = to_box_format(out, bounding_box_format, num_parallel_calls)
     return attach_info(out, class_names=class_names, info=info, report=report)

@@ -19,12 +19,16 @@ class COCOMetricsCallback(keras.callbacks.Callback):
     cannot infer the direction of a custom metric). On epochs without evaluation the
     keys are absent. dataset: batched ``(images, targets)`` as for
     :func:`evaluate_model`. ``self.history`` keeps ``(epoch, metrics)`` pairs.
+    max_detections: detections per image that count; default the model's own
+    ``max_detections`` (the rule of every scoring path, see ``coco_metrics``); the
+    limit used is logged as ``f"{prefix}max_detections"``.
     """
 
     def __init__(self, dataset: Iterable[Any], every_n_epochs: int = 1, prefix: str = "val_",
                  max_batches: int | None = None, num_classes: int | None = None,
                  class_names: Sequence[str] | None = None, per_class: bool = False,
-                 verbose: int = 0, predict_fn: Callable[[Any], Any] | None = None) -> None:
+                 verbose: int = 0, predict_fn: Callable[[Any], Any] | None = None,
+                 max_detections: int | None = None) -> None:
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"COCOMetricsCallback: every_n_epochs={every_n_epochs} must be >= 1.")
@@ -37,6 +41,7 @@ class COCOMetricsCallback(keras.callbacks.Callback):
         self.per_class = per_class
         self.verbose = verbose
         self.predict_fn = predict_fn
+        self.max_detections = max_detections
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -45,11 +50,11 @@ class COCOMetricsCallback(keras.callbacks.Callback):
         metrics = evaluate_model(
             self.model, self.dataset, max_batches=self.max_batches, verbose=self.verbose > 1,
             num_classes=self.num_classes, class_names=self.class_names, per_class=self.per_class,
-            predict_fn=self.predict_fn,
+            predict_fn=self.predict_fn, max_detections=self.max_detections,
         )
         self.history.append((epoch, metrics))
         if logs is not None:
             logs.update({f"{self.prefix}{name}": value for name, value in metrics.items()})
         if self.verbose:
             shown = " - ".join(f"{self.prefix}{k}: {metrics[k]:.4f}" for k in ("AP", "AP50", "APs"))
-            print(f"\nEpoch {epoch + 1}: {shown}")
+            print(f"\nEpoch {epoch + 1}: {shown} (up to {metrics['max_detections']} detections per image)")

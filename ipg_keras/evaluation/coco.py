@@ -13,12 +13,22 @@ imports the models (dependency order: data -> models -> evaluation).
   rewards nor penalises detections of such objects, the usual VOC practice.
 * Metrics are COCO's: AP (IoU .50:.05:.95), AP50, AP75, APs, APm, APl, plus AR1,
   AR10, AR100, ARs, ARm, ARl; -1.0 where undefined (no ground truth in that bucket).
+* One detection limit per image for every scoring path (`coco_metrics`,
+  `COCOEvaluator`, `evaluate_model`, the callback, `evaluate_sliced`,
+  `evaluate_detections` for `ipg-predict`): pycocotools' ``params.maxDets`` is
+  ``[1, 10, L]`` with L = the limit asked for (the model's ``max_detections``
+  where the path knows the model; COCO's 100 otherwise), raised to the most
+  detections any image has, so every detection the model keeps is scored (a
+  dense image with 144 objects scored at 100 detections loses a third of its
+  recall). L is logged, printed in the summary and returned as
+  ``metrics["max_detections"]``; AP* and "AR100" are computed at L.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Callable
 
@@ -28,6 +38,32 @@ METRIC_NAMES: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl",
     "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
 )
+COCO_MAX_DETECTIONS = 100  # pycocotools' default maxDets[-1]
+logger = logging.getLogger("ipg_keras.evaluation")
+
+
+def detection_limit(max_detections: int | None, most_per_image: int) -> int:
+    """The detection limit per image that every scoring path uses (pycocotools' maxDets[-1]).
+
+    max_detections: what the model keeps per image (its ``max_detections``), or
+    None when unknown (then COCO's 100). Raised to ``most_per_image`` (the most
+    detections any scored image has), so that no detection given is cut.
+    """
+    base = COCO_MAX_DETECTIONS if max_detections is None else int(max_detections)
+    if base < 1:
+        raise ValueError(f"max_detections must be >= 1, got {max_detections}")
+    return max(base, int(most_per_image))
+
+
+def model_max_detections(model: Any) -> int | None:
+    """A detector's ``max_detections`` (attribute or config entry), or None when it has none."""
+    value = getattr(model, "max_detections", None)
+    if value is None and hasattr(model, "get_config"):
+        try:
+            value = model.get_config().get("max_detections")
+        except Exception:  # noqa: BLE001 - models without a usable config simply have no limit
+            value = None
+    return int(value) if value is not None else None
 
 
 def _np(x: Any) -> np.ndarray:
@@ -180,7 +216,7 @@ def coco_metrics(ground_truths: Iterable[Mapping[str, Any]],
                  detections: Iterable[Mapping[str, Any]], num_classes: int | None = None,
                  *, class_names: Sequence[str] | None = None, per_class: bool = False,
                  return_summary: bool = False,
-                 max_detections: int = 100) -> dict[str, float] | tuple[dict[str, float], str]:
+                 max_detections: int | None = None) -> dict[str, float] | tuple[dict[str, float], str]:
     """COCO box metrics of per-image detections against per-image ground truth.
 
     ground_truths: per image ``{"image_id", "boxes" [N, 4] xyxy, "classes" [N],
@@ -189,38 +225,82 @@ def coco_metrics(ground_truths: Iterable[Mapping[str, Any]],
     evaluated must appear, with empty boxes if it has no objects.
     detections: per image ``{"image_id", "boxes" [K, 4] xyxy, "scores" [K], "classes" [K]}``.
     num_classes: if given, class ids must lie in ``0..num_classes-1``.
+    max_detections: what the model keeps per image (None: COCO's 100); the limit
+    used is `detection_limit` of it (never below the most detections of an image).
     Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", ..., "ARl"}`` floats
-    (-1.0 where undefined); with ``per_class`` also ``"AP/<name>"``, ``"AP50/<name>"``;
-    with ``return_summary`` a tuple (metrics, COCOeval's printed summary text).
-    max_detections: detections per image that count (COCO's maxDets, 100). Dense
-    small-object images (hundreds of trees in one aerial image) need more.
+    (-1.0 where undefined) and ``"max_detections"`` (int, the limit used; AP* and
+    AR100 are at that limit); with ``per_class`` also ``"AP/<name>"``, ``"AP50/<name>"``;
+    with ``return_summary`` a tuple (metrics, COCOeval's printed summary text, first
+    line naming the limit).
     """
     from pycocotools.cocoeval import COCOeval
 
     gt_data, dt_data, cat_ids = _build(ground_truths, detections, num_classes)
+    per_image: dict[int, int] = {}
+    for ann in dt_data["annotations"]:
+        per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+    limit = detection_limit(max_detections, max(per_image.values(), default=0))
+    header = (f"COCO evaluation: up to {limit} detections per image (pycocotools maxDets=[1, 10, {limit}]; "
+              f"AP and AR100 at {limit})\n")
+    logger.info("%s", header.strip())
     if not gt_data["images"] or not cat_ids:
-        metrics = _undefined_metrics()
-        return (metrics, "no images or no classes to evaluate\n") if return_summary else metrics
+        metrics = {**_undefined_metrics(), "max_detections": limit}
+        return (metrics, header + "no images or no classes to evaluate\n") if return_summary else metrics
     coco_gt, coco_dt = _make_coco(gt_data), _make_coco(dt_data)
     text = io.StringIO()
     with contextlib.redirect_stdout(text):  # COCOeval prints progress and the table
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         evaluator.params.catIds = cat_ids
-        if max_detections != 100:
-            evaluator.params.maxDets = [1, 10, int(max_detections)]
+        evaluator.params.maxDets = [1, 10, limit]
         evaluator.evaluate()
         evaluator.accumulate()
         start = text.tell()
         evaluator.summarize()
     summary = text.getvalue()[start:]
-    metrics = {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats)}
-    if max_detections != 100:
+    metrics: dict[str, Any] = {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats)}
+    if limit != COCO_MAX_DETECTIONS:
         # pycocotools' summarize() hard-codes maxDets=100 for "AP": recompute the AP
-        # metrics from the accumulated precision at our maxDets.
+        # metrics from the accumulated precision at our maxDets, and fix that line.
         metrics.update(_average_precisions(evaluator.eval["precision"], evaluator.params))
+        lines = summary.splitlines(keepends=True)
+        if lines:
+            lines[0] = (f" {'Average Precision':<18} (AP) @[ IoU={'0.50:0.95':<9} | area={'all':>6s} | "
+                        f"maxDets={limit:>3d} ] = {metrics['AP']:0.3f}\n")
+        summary = "".join(lines)
+    metrics["max_detections"] = limit
     if per_class:
         metrics.update(_per_class(evaluator.eval["precision"], cat_ids, class_names))
-    return (metrics, summary) if return_summary else metrics
+    return (metrics, header + summary) if return_summary else metrics
+
+
+def evaluate_detections(ground_truth: Any, detections: Mapping[Any, Mapping[str, Any]], *,
+                        num_classes: int | None = None, class_names: Sequence[str] | None = None,
+                        per_class: bool = False, max_detections: int | None = None,
+                        return_summary: bool = False) -> dict[str, float] | tuple[dict[str, float], str]:
+    """COCO metrics of detections on image files against their ground truth.
+
+    ground_truth: ``ipg_keras.data.load_ground_truth(...)`` (a ``GroundTruth``) or a
+    mapping file -> ``{"boxes" [N, 4] xyxy pixels, "classes" [N], optional
+    "iscrowd"/"difficult" [N], "height", "width"}``.
+    detections: file -> ``{"boxes" [K, 4] xyxy pixels of the file, "scores" [K],
+    "classes" [K]}`` (class -1 = padding); only files that have ground truth are
+    scored (``metrics["num_images"]`` of them). max_detections: see `coco_metrics`.
+    This is the scoring of ``ipg-predict --annotations``.
+    """
+    gts = ground_truth.gts if hasattr(ground_truth, "gts") else ground_truth
+    if class_names is None and hasattr(ground_truth, "class_names"):
+        class_names = ground_truth.class_names
+    scored = [f for f in detections if f in gts]
+    ids = {f: i for i, f in enumerate(scored)}
+    result = coco_metrics(
+        [{"image_id": ids[f], **gts[f]} for f in scored],
+        [{"image_id": ids[f], **{k: detections[f][k] for k in ("boxes", "scores", "classes")}} for f in scored],
+        num_classes, class_names=class_names, per_class=per_class, max_detections=max_detections,
+        return_summary=return_summary,
+    )
+    metrics = result[0] if return_summary else result
+    metrics["num_images"] = len(scored)
+    return result
 
 
 class COCOEvaluator:
@@ -230,13 +310,15 @@ class COCOEvaluator:
     padding; optional "difficult" / "iscrowd" [B, M]; ragged tensors accepted).
     Predictions: ``{"boxes" [B, K, 4], "scores" [B, K], "classes" [B, K],
     "num_detections" [B]}``; entries past ``num_detections`` are ignored.
+    max_detections: what the model keeps per image (see `coco_metrics`).
     """
 
     def __init__(self, num_classes: int | None = None, class_names: Sequence[str] | None = None,
-                 per_class: bool = False) -> None:
+                 per_class: bool = False, max_detections: int | None = None) -> None:
         self.num_classes = num_classes
         self.class_names = class_names
         self.per_class = per_class
+        self.max_detections = max_detections
         self.summary = ""
         self.reset()
 
@@ -322,7 +404,7 @@ class COCOEvaluator:
         """COCO metrics over everything added since the last reset (see coco_metrics)."""
         metrics, self.summary = coco_metrics(
             self._gts, self._dets, self.num_classes, class_names=self.class_names,
-            per_class=self.per_class, return_summary=True,
+            per_class=self.per_class, return_summary=True, max_detections=self.max_detections,
         )
         return metrics
 
@@ -347,10 +429,27 @@ def _split_batch(batch: Any) -> tuple[Any, Mapping[str, Any], Any | None]:
     )
 
 
+def _boxes_to_xyxy(targets: Mapping[str, Any], predictions: Mapping[str, Any], box_format: str,
+                   image_shape: Sequence[int]) -> tuple[dict, dict]:
+    """Targets and predictions with boxes from `box_format` to xyxy pixels of images `[B, H, W, 3]`."""
+    from ipg_keras.ops.box_formats import convert_boxes
+
+    height, width = int(image_shape[1]), int(image_shape[2])
+    out = []
+    for batch in (targets, predictions):
+        batch = dict(batch)
+        valid = _np(batch["classes"]) >= 0
+        batch["boxes"] = convert_boxes(_np(batch["boxes"]), box_format, "xyxy", height, width, valid=valid).numpy()
+        out.append(batch)
+    return out[0], out[1]
+
+
 def evaluate_model(model: Any, dataset: Iterable[Any], max_batches: int | None = None,
                    verbose: bool = True, num_classes: int | None = None,
                    class_names: Sequence[str] | None = None, per_class: bool = False,
-                   predict_fn: Callable[[Any], Mapping[str, Any]] | None = None) -> dict[str, float]:
+                   predict_fn: Callable[[Any], Mapping[str, Any]] | None = None,
+                   max_detections: int | None = None,
+                   bounding_box_format: str | None = None) -> dict[str, float]:
     """COCO metrics of a detector over a batched dataset.
 
     dataset yields ``(images [B, H, W, 3], {"boxes" [B, M, 4], "classes" [B, M]})``
@@ -358,12 +457,29 @@ def evaluate_model(model: Any, dataset: Iterable[Any], max_batches: int | None =
     dicts. Predictions come from ``model.predict_on_batch(images)`` (the detectors
     return the prediction format) or ``predict_fn(images)``. Boxes are evaluated in
     the network input frame. Image ids come from the batch when present
-    ("image_id"), else count from 0. ``verbose`` shows a tqdm progress bar.
+    ("image_id"), else count from 0. ``verbose`` shows a tqdm progress bar and prints
+    the summary (its first line names the detection limit). max_detections: default
+    the model's own ``max_detections`` (see `coco_metrics`).
+
+    ``bounding_box_format``: format of the dataset's target boxes and of the
+    predicted boxes (keras-cv / keras-hub names; ``rel_`` formats relative to the
+    batch's image size); both are converted to xyxy pixels before evaluation,
+    padding rows (class -1) left alone. None: the model's ``bounding_box_format``
+    when predictions come from ``model.predict_on_batch``, "xyxy" with a
+    ``predict_fn``. Raises ValueError for an unknown name.
     """
     from tqdm.auto import tqdm
 
+    from ipg_keras.ops.box_formats import check_box_format
+
     predict = predict_fn if predict_fn is not None else model.predict_on_batch
-    evaluator = COCOEvaluator(num_classes=num_classes, class_names=class_names, per_class=per_class)
+    if max_detections is None:
+        max_detections = model_max_detections(model)
+    if bounding_box_format is None:
+        bounding_box_format = getattr(model, "bounding_box_format", "xyxy") if predict_fn is None else "xyxy"
+    box_format = check_box_format(bounding_box_format)
+    evaluator = COCOEvaluator(num_classes=num_classes, class_names=class_names, per_class=per_class,
+                              max_detections=max_detections)
     total = max_batches
     if total is None:
         try:
@@ -383,6 +499,8 @@ def evaluate_model(model: Any, dataset: Iterable[Any], max_batches: int | None =
                     f"(got {type(predictions).__name__}); pass predict_fn returning "
                     "{'boxes', 'scores', 'classes', 'num_detections'}."
                 )
+            if box_format != "xyxy":
+                targets, predictions = _boxes_to_xyxy(targets, predictions, box_format, np.shape(images))
             evaluator.update(targets, predictions, image_ids=image_ids)
             bar.update(1)
     metrics = evaluator.result()

@@ -30,7 +30,9 @@ def evaluate_sliced(
     Large images (aerial, satellite, microscopy) cannot be resized to a detector's
     input without erasing small objects: tiles of `tile_size` with `overlap` are
     predicted in batches by `predict_fn` and merged with class-aware NMS, and the
-    boxes are scored in the original image's pixels.
+    boxes are scored in the original image's pixels. `max_detections` is both what
+    the merge keeps per image and the scoring limit (see `coco_metrics`), printed
+    when `verbose`.
     """
     from tqdm.auto import tqdm
 
@@ -54,6 +56,9 @@ def evaluate_sliced(
             iou_threshold=iou_threshold, score_threshold=score_threshold, max_detections=max_detections,
         )
         detections.append({"image_id": gt["image_id"], **{k: pred[k] for k in ("boxes", "scores", "classes")}})
-    return coco_metrics(
+    metrics = coco_metrics(
         ground_truths, detections, num_classes, class_names=class_names, max_detections=max_detections
     )
+    if verbose:
+        print(f"sliced eval: AP {metrics['AP']:.4f}, up to {metrics['max_detections']} detections per image")
+    return metrics

@@ -9,6 +9,7 @@ exports the same way.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -37,10 +38,37 @@ def detect_callable(model: Any) -> DetectFn:
     )
 
 
+class InputSizeWarning(UserWarning):
+    """A model without a recorded input size is exported or run at `DEFAULT_IMAGE_SIZE`."""
+
+
+def input_size_or_default(model: Any, image_size: int | tuple[int, int] | None = None):
+    """`image_size` if given, else `model.image_size`, else `DEFAULT_IMAGE_SIZE` with an `InputSizeWarning`.
+
+    A model trained through the Python API records no input size (ipg-train run
+    folders do, in `config.yaml`); running it at another size than it was
+    trained at silently changes which objects it finds, so the fallback warns,
+    naming the size used and how to set it.
+    """
+    if image_size:
+        return image_size
+    recorded = getattr(model, "image_size", None)
+    if recorded:
+        return recorded
+    warnings.warn(
+        f"{type(model).__name__} has no recorded input size (no image_size given, no model.image_size): using "
+        f"the default {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE} pixels. Pass the training image size: the "
+        "image_size argument (export_saved_model, export_tflite, KerasDetector, load_detector) or --image-size "
+        "(ipg-export, ipg-predict).",
+        InputSizeWarning,
+        stacklevel=3,
+    )
+    return DEFAULT_IMAGE_SIZE
+
+
 def resolve_image_size(model: Any, image_size: int | tuple[int, int] | None) -> tuple[int, int]:
-    """`(H, W)` of the network input: `image_size`, else `model.image_size`, else 512 x 512."""
-    if image_size is None:
-        image_size = getattr(model, "image_size", None) or DEFAULT_IMAGE_SIZE
+    """`(H, W)` of the network input: `image_size`, else `model.image_size`, else 512 x 512 (with a warning)."""
+    image_size = input_size_or_default(model, image_size)
     if isinstance(image_size, (int, float)):
         size = (int(image_size), int(image_size))
     else:
@@ -170,3 +198,86 @@ def read_metadata(path: str | Path) -> dict[str, Any] | None:
             except (OSError, ValueError):
                 return None
     return None
+
+
+# Compute dtypes that TFLite's builtin kernels lack for most ops (a mixed-precision model's layers).
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def low_precision_layers(model: Any) -> list[str]:
+    """Names of the layers of a Keras `model` that compute in float16 or bfloat16 (mixed precision)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return [layer.name for layer in flatten(include_self=True, recursive=True)
+            if getattr(layer, "compute_dtype", "float32") in _LOW_PRECISION]
+
+
+def _float32_dtypes(config: Any) -> Any:
+    """A copy of a Keras config with every layer's dtype policy replaced by "float32"."""
+    if isinstance(config, dict):
+        out = {}
+        for key, value in config.items():
+            if key == "dtype" and (
+                (isinstance(value, dict) and "DTypePolicy" in str(value.get("class_name", "")))
+                or (isinstance(value, str) and value.startswith("mixed_"))
+            ):
+                out[key] = "float32"
+            else:
+                out[key] = _float32_dtypes(value)
+        return out
+    if isinstance(config, list):
+        return [_float32_dtypes(v) for v in config]
+    return config
+
+
+def float32_model(model: Any, image_size: tuple[int, int]) -> Any:
+    """`model` itself when it computes in float32, else a float32 copy with the same weights.
+
+    Models trained under `mixed_float16` / `mixed_bfloat16` compute in 16 bits
+    but keep float32 variables (Keras mixed precision), so the copy -- rebuilt
+    from `get_config()` under the float32 policy, weights copied -- computes the
+    same detections in float32. TFLite needs it: its builtin kernels (and the
+    float16 / int8 quantizers, which start from a float32 graph) have no
+    float16/bfloat16 arithmetic. Attributes `image_size` and `class_names` are
+    carried over.
+
+    Raises:
+        ValueError: the model computes in 16 bits and no float32 copy can be made
+            (no `get_config`/`from_config`, or the weights do not fit), with the fix.
+    """
+    low = low_precision_layers(model)
+    if not low:
+        return model
+    import keras
+
+    policy = getattr(getattr(model, "dtype_policy", None), "name", "mixed precision")
+    try:
+        config = _float32_dtypes(model.get_config())
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("float32")
+        try:
+            twin = type(model).from_config(config)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+        ensure_built(twin, detect_callable(twin), image_size)
+        twin.set_weights(model.get_weights())
+    except Exception as error:  # noqa: BLE001 - any failure means the same fix
+        raise ValueError(
+            f"Cannot export {type(model).__name__}: {len(low)} of its layers compute in 16 bits ({policy}; e.g. "
+            f"{low[0]!r}), which TFLite's builtin ops do not support, and a float32 copy could not be built "
+            f"({type(error).__name__}: {error}). Rebuild the model under "
+            "keras.mixed_precision.set_global_policy('float32'), load the trained weights into it (mixed "
+            "precision keeps float32 variables) and export that."
+        ) from error
+    still_low = low_precision_layers(twin)
+    if still_low:
+        raise ValueError(
+            f"Cannot export {type(model).__name__} to TFLite: its float32 copy still computes in 16 bits in "
+            f"{still_low[:3]}. Rebuild it under keras.mixed_precision.set_global_policy('float32') and load the "
+            "weights."
+        )
+    for attr in ("image_size", "class_names"):
+        if getattr(model, attr, None) is not None:
+            setattr(twin, attr, getattr(model, attr))
+    return twin

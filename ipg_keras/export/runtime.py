@@ -9,12 +9,21 @@ any size the way the models were trained (resize to fit, pad bottom/right).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ipg_keras.export.common import DEFAULT_IMAGE_SIZE, OUTPUT_NAMES, read_metadata
+from ipg_keras.export import mediapipe_tasks
+from ipg_keras.export.common import (
+    DEFAULT_IMAGE_SIZE,
+    METADATA_FILE,
+    OUTPUT_NAMES,
+    InputSizeWarning,
+    input_size_or_default,
+    read_metadata,
+)
 
 
 class ModelLoadError(ValueError):
@@ -56,7 +65,8 @@ class KerasDetector:
     """A Keras detector (object or `.keras` file).
 
     `input_size`: the `image_size` argument, else the model's `image_size`, else 512
-    (`load_detector` passes the training size of an ipg-train run folder).
+    with an `InputSizeWarning` (`load_detector` passes the training size of an
+    ipg-train run folder).
     """
 
     format = "keras"
@@ -65,7 +75,7 @@ class KerasDetector:
         if isinstance(model, (str, Path)):
             model = load_keras_model(model)
         self.model = model
-        size = image_size or getattr(model, "image_size", None) or DEFAULT_IMAGE_SIZE
+        size = input_size_or_default(model, image_size)
         self.input_size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
         self.num_classes = getattr(model, "num_classes", None)
         self.class_names = getattr(model, "class_names", None)
@@ -73,7 +83,14 @@ class KerasDetector:
     def __call__(self, images: Any) -> dict[str, np.ndarray]:
         batch = _as_batch(images).astype(np.float32)
         if hasattr(self.model, "predict_on_batch"):
-            return _to_numpy(self.model.predict_on_batch(batch))
+            out = _to_numpy(self.model.predict_on_batch(batch))
+            box_format = getattr(self.model, "bounding_box_format", "xyxy")
+            if box_format != "xyxy":  # predict gives the model's format; this runtime gives xyxy pixels
+                from ipg_keras.ops.box_formats import convert_boxes
+
+                out["boxes"] = convert_boxes(out["boxes"], box_format, "xyxy", batch.shape[1], batch.shape[2],
+                                             valid=out["classes"] >= 0).numpy()
+            return out
         return _to_numpy(self.model.detect(batch))
 
 
@@ -100,7 +117,16 @@ class SavedModelDetector:
             raise ModelLoadError(f"SavedModel {path} has no 'serving_default' signature.")
         self.signature = self.loaded.signatures["serving_default"]
         meta = read_metadata(path) or {}
-        size = meta.get("image_size") or [DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE]
+        size = meta.get("image_size")
+        if not size:
+            warnings.warn(
+                f"SavedModel {path} records no input size (no assets.extra/{METADATA_FILE}; not written by "
+                f"export_saved_model): tiling and batching use {DEFAULT_IMAGE_SIZE}x{DEFAULT_IMAGE_SIZE} pixels. "
+                "Re-export it with export_saved_model(image_size=...) or ipg-export --image-size.",
+                InputSizeWarning,
+                stacklevel=2,
+            )
+            size = [DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE]
         self.input_size = (int(size[0]), int(size[1]))
         self.num_classes = meta.get("num_classes")
         self.class_names = meta.get("class_names")
@@ -123,7 +149,14 @@ def _litert_interpreter(path: Path, num_threads: int | None):
 
 
 class TFLiteDetector:
-    """An `export_tflite` file run with the LiteRT interpreter (fixed input size, batch 1 per invoke)."""
+    """An `export_tflite` file run with the LiteRT interpreter (fixed input size, batch 1 per invoke).
+
+    Reads both output contracts: ours (`runtime="litert"`) and MediaPipe Tasks'
+    (`runtime="mediapipe"`, told apart by its output names), whose normalised
+    `[ymin, xmin, ymax, xmax]` boxes and float classes it converts back, keeping
+    the rows MediaPipe keeps. `class_names`: the label map packed into the file
+    (MediaPipe export), else the sidecar's.
+    """
 
     format = "tflite"
 
@@ -139,6 +172,14 @@ class TFLiteDetector:
         inputs = self.runner.get_input_details()
         if "images" not in inputs:
             raise ModelLoadError(f"TFLite model {path} has no 'images' input (inputs: {sorted(inputs)}).")
+        outputs = set(self.runner.get_output_details())
+        if set(mediapipe_tasks.OUTPUT_NAMES) <= outputs:
+            self.runtime = "mediapipe"
+        elif set(OUTPUT_NAMES) <= outputs:
+            self.runtime = "litert"
+        else:
+            raise ModelLoadError(f"TFLite model {path} has outputs {sorted(outputs)}; expected {list(OUTPUT_NAMES)} "
+                                 f"or MediaPipe's {list(mediapipe_tasks.OUTPUT_NAMES)}.")
         detail = inputs["images"]
         shape = [int(s) for s in detail["shape"]]
         self.input_shape = shape
@@ -147,7 +188,10 @@ class TFLiteDetector:
         self.path = path
         meta = read_metadata(path) or {}
         self.num_classes = meta.get("num_classes")
-        self.class_names = meta.get("class_names")
+        self.class_names = (mediapipe_tasks.read_labels(path) if self.runtime == "mediapipe" else None) or meta.get(
+            "class_names")
+        if self.num_classes is None and self.runtime == "mediapipe" and self.class_names:
+            self.num_classes = len(self.class_names)
         self.precision = meta.get("precision")
 
     def __call__(self, images: Any) -> dict[str, np.ndarray]:
@@ -161,6 +205,8 @@ class TFLiteDetector:
             )
         batch = _to_uint8(batch) if self.input_dtype == np.uint8 else batch.astype(self.input_dtype)
         outs = [self.runner(images=batch[i : i + 1]) for i in range(len(batch))]
+        if self.runtime == "mediapipe":
+            outs = [mediapipe_tasks.from_runtime_outputs(o, self.input_size) for o in outs]
         return {k: np.concatenate([o[k] for o in outs], axis=0) for k in OUTPUT_NAMES}
 
 

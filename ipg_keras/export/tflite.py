@@ -40,6 +40,13 @@ has a calibrated range, and quantizes the range-preserving ops (slice, gather,
 concat, TopK) that follow a quantized tensor. So the post-processing tensors
 lose their calibrated ranges first (`drop_activation_ranges`) and TopK and
 slices are kept float (`FLOAT_OPS`); on Faster R-CNN that took int8 AP from 0.42 to 0.63 (Keras 0.63).
+
+``runtime="mediapipe"`` exports for MediaPipe Tasks' ``ObjectDetector`` instead
+(Android, iOS, web): the same network and post-processing with the runtime's
+output contract (normalised ``[ymin, xmin, ymax, xmax]``, float classes) and
+TFLite Model Metadata with the label map, written by MediaPipe's own writer; see
+`ipg_keras.export.mediapipe_tasks`. Every precision works there; the export loads
+the result in MediaPipe's ``ObjectDetector`` before writing it.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ import contextlib
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -57,6 +64,7 @@ from ipg_keras.export.common import (
     OUTPUT_NAMES,
     detect_callable,
     ensure_built,
+    float32_model,
     model_metadata,
     resize_and_pad_images,
     resolve_image_size,
@@ -65,9 +73,12 @@ from ipg_keras.export.common import (
     tracked_variables,
     write_metadata,
 )
+from ipg_keras.export import mediapipe_tasks
 from ipg_keras.ops import POSTPROCESS_SCOPE
 
 PRECISIONS = ("float32", "float16", "dynamic_int8", "int8")
+#: Who runs the file: "litert" (the LiteRT interpreter, our signature) or "mediapipe" (MediaPipe Tasks).
+RUNTIMES = ("litert", "mediapipe")
 DEFAULT_CALIBRATION_IMAGES = 100
 DEFAULT_CALIBRATION_PERCENTILE = 99.99
 _HISTOGRAM_BINS = 2048
@@ -144,8 +155,11 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
 
     `calibrated` is a float TFLite model carrying min/max statistics (the converter's
     calibrate-only output). Values are histogrammed inside the calibrated min/max
-    (`_HISTOGRAM_BINS` bins), so memory does not grow with the number of images.
+    (`_HISTOGRAM_BINS` bins, in float64), so memory does not grow with the number of images.
     Ranges only ever shrink, and always keep 0 inside (TFLite's quantized zero point).
+    Constant and near-constant tensors (a range too narrow for the bins, see
+    `histogram_resolvable`; e.g. anchor-derived values at a tiny anchor size)
+    keep their min/max: there is no tail to cut.
     """
     from tensorflow.lite.tools import flatbuffer_utils
 
@@ -154,8 +168,10 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
     ranges = {}
     for index, tensor in enumerate(tensors):
         q = tensor.quantization
-        if q is not None and q.min is not None and q.max is not None and len(q.min) == 1 and q.max[0] > q.min[0]:
-            ranges[index] = (float(q.min[0]), float(q.max[0]))
+        if q is not None and q.min is not None and q.max is not None and len(q.min) == 1:
+            lo, hi = float(q.min[0]), float(q.max[0])
+            if histogram_resolvable(lo, hi):
+                ranges[index] = (lo, hi)
     interpreter = _interpreter(calibrated, experimental_preserve_all_tensors=True)
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
@@ -169,6 +185,7 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
             except ValueError:  # not materialised (e.g. a folded constant)
                 continue
             if values.dtype == np.float32:
+                values = values.astype(np.float64)
                 histograms[i] += np.histogram(values, bins=_HISTOGRAM_BINS, range=(lo, hi))[0]
     tail = 1.0 - percentile / 100.0
     for i, (lo, hi) in ranges.items():
@@ -184,6 +201,19 @@ def narrow_activation_ranges(calibrated: bytes, images: Iterable[list[np.ndarray
             tensors[i].quantization.min = [np.float32(new_lo)]
             tensors[i].quantization.max = [np.float32(new_hi)]
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def histogram_resolvable(lo: float, hi: float, bins: int = _HISTOGRAM_BINS) -> bool:
+    """Whether `[lo, hi]` splits into `bins` bins at least one float32 step wide each.
+
+    False for empty, inverted, non-finite, constant and near-constant ranges
+    (e.g. `[0.5, 0.5 + 1e-7]`), on which a histogram is meaningless (and
+    `np.histogram` raises "Too many bins for data range").
+    """
+    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
+        return False
+    step = float(np.spacing(np.float32(max(abs(lo), abs(hi)))))
+    return (hi - lo) >= bins * step
 
 
 def postprocess_tensors(model_content: bytes) -> list[str]:
@@ -257,7 +287,7 @@ def builtin_ops_variant(model: Any) -> contextlib.AbstractContextManager:
 
 
 class _TFLiteModule(tf.Module):
-    def __init__(self, model: Any, image_size: tuple[int, int]):
+    def __init__(self, model: Any, image_size: tuple[int, int], runtime: str = "litert"):
         super().__init__(name="ipg_detector_tflite")
         detect = detect_callable(model)
         ensure_built(model, detect, image_size)
@@ -270,6 +300,8 @@ class _TFLiteModule(tf.Module):
         def serve(images):
             detections = detect(tf.cast(images, tf.float32))
             with tf.name_scope(POSTPROCESS_SCOPE):
+                if runtime == "mediapipe":
+                    return mediapipe_tasks.runtime_outputs(standardize_detections(detections), (h, w))
                 return standardize_detections(detections)
 
         self.serve = serve
@@ -284,6 +316,8 @@ def export_tflite(
     num_calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
     calibration_percentile: float | None = DEFAULT_CALIBRATION_PERCENTILE,
     float_postprocess: bool = True,
+    runtime: str = "litert",
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Converts a detector to a TFLite flatbuffer at `path` (e.g. `model.tflite`); returns the path.
 
@@ -292,7 +326,8 @@ def export_tflite(
             `{"boxes", "scores", "classes", "num_detections"}`).
         path: output `.tflite` file (a `<path>.json` metadata sidecar is written too).
         precision: `"float32" | "float16" | "dynamic_int8" | "int8"`.
-        image_size: fixed input `(H, W)` or `S`; default `model.image_size`, else 512.
+        image_size: fixed input `(H, W)` or `S`; default `model.image_size`, else 512
+            (with an `InputSizeWarning`: pass the training size).
         representative_dataset: calibration images for `int8` (required there):
             see `representative_images` for what is accepted; draw it from the
             training data.
@@ -303,12 +338,34 @@ def export_tflite(
             NMS (and Faster R-CNN's proposal generation) in float; the network
             itself (backbone, FPN, heads) runs in int8. With 8 bits, box
             coordinates over a 512-px image would have 2-px steps.
+        runtime: `"litert"` (the signature below) or `"mediapipe"`: MediaPipe
+            Tasks' ObjectDetector contract and metadata (`mediapipe_tasks`; needs
+            the `mediapipe` package, `pip install "ipg-keras[mobile]"`).
+        class_names: one name per class for the label map (`"mediapipe"`) and the
+            sidecar; default `model.class_names`. None with `"mediapipe"`: numbered
+            labels "0".."N-1" and a UserWarning.
+
+    Raises:
+        ValueError: unknown precision or runtime, an image size the model cannot
+            take, `int8` without calibration images, class names that do not
+            match the classes, or a model MediaPipe's ObjectDetector refuses.
+        ImportError: `runtime="mediapipe"` without the `mediapipe` package.
 
     The model takes uint8 `images` `[1, H, W, 3]` and returns `boxes` `[1, D, 4]`
     (xyxy input pixels), `scores`, `classes`, `num_detections`; see the module docstring.
+    A model trained with mixed precision (`mixed_float16`, `mixed_bfloat16`) is
+    converted through a float32 copy with the same weights (`float32_model`).
+
+    Raises:
+        ValueError: bad precision, percentile or image size, int8 without
+            calibration data, or a 16-bit model that cannot be copied to float32,
+            all before converting.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}.")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        raise ValueError(f"precision must be one of {PRECISIONS}"
+                         f"{' (all run in MediaPipe Tasks)' if runtime == 'mediapipe' else ''}, got {precision!r}.")
     if calibration_percentile is not None and not 50.0 < float(calibration_percentile) <= 100.0:
         raise ValueError(f"calibration_percentile must be in (50, 100] or None, got {calibration_percentile}.")
     if precision == "int8" and representative_dataset is None:
@@ -317,9 +374,21 @@ def export_tflite(
             "activation ranges; use 'dynamic_int8' to quantize weights only."
         )
     size = resolve_image_size(model, image_size)
+    # Mixed-precision models export through a float32 copy (same weights), or fail here, before converting.
+    model = float32_model(model, size)
+    if class_names is None and getattr(model, "class_names", None) is not None:
+        class_names = list(model.class_names)
+    labels = None
+    if runtime == "mediapipe":  # everything that can fail does so before the conversion
+        mediapipe_tasks.metadata_writers()
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is None:
+            raise ValueError(f"runtime='mediapipe' needs model.num_classes for the label map; "
+                             f"{type(model).__name__} has none.")
+        labels = mediapipe_tasks.label_names(int(num_classes), class_names, source=type(model).__name__)
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="ipg_tflite_") as tmp, builtin_ops_variant(model):
-        module = _TFLiteModule(model, size)
+        module = _TFLiteModule(model, size, runtime)
         # Converting from a SavedModel keeps the signature (named inputs/outputs).
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve.get_concrete_function()})
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
@@ -333,6 +402,10 @@ def export_tflite(
             flatbuffer = _convert_int8(converter, representative, calibration_percentile, float_postprocess)
         else:
             flatbuffer = converter.convert()
+    if runtime == "mediapipe":
+        flatbuffer = mediapipe_tasks.order_output_tensors(flatbuffer)
+        flatbuffer = mediapipe_tasks.write_metadata(flatbuffer, labels)
+        mediapipe_tasks.check_object_detector(flatbuffer, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(flatbuffer)
     write_metadata(
@@ -343,16 +416,41 @@ def export_tflite(
             **({"calibration_percentile": calibration_percentile, "float_postprocess": bool(float_postprocess)}
                if precision == "int8" else {}),
             "image_size": list(size),
-            "input": {"images": f"uint8 [1, {size[0]}, {size[1]}, 3] RGB, letterboxed (pad bottom/right)"},
-            "outputs": {
-                "boxes": "float32 [1, D, 4] xyxy, input pixels",
-                "scores": "float32 [1, D]",
-                "classes": "int32 [1, D], -1 = padding",
-                "num_detections": "int32 [1]",
-            },
-            "output_names": list(OUTPUT_NAMES),
+            "runtime": runtime,
+            **(_mediapipe_description(size) if runtime == "mediapipe" else _litert_description(size)),
             "size_bytes": len(flatbuffer),
             **model_metadata(model),
+            **({"class_names": list(class_names)} if class_names is not None else {}),
+            **({"labels": labels} if labels is not None else {}),
         },
     )
     return path
+
+
+def _litert_description(size: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "input": {"images": f"uint8 [1, {size[0]}, {size[1]}, 3] RGB, letterboxed (pad bottom/right)"},
+        "outputs": {
+            "boxes": "float32 [1, D, 4] xyxy, input pixels",
+            "scores": "float32 [1, D]",
+            "classes": "int32 [1, D], -1 = padding",
+            "num_detections": "int32 [1]",
+        },
+        "output_names": list(OUTPUT_NAMES),
+    }
+
+
+def _mediapipe_description(size: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "input": {"images": f"uint8 [1, {size[0]}, {size[1]}, 3] RGB (MediaPipe stretches images to this size)"},
+        "outputs": {
+            "detection_boxes": "float32 [1, D, 4] [ymin, xmin, ymax, xmax] fractions of the input size; "
+                               "padding [0, 0, -1, -1]",
+            "detection_classes": "float32 [1, D], -1 = padding",
+            "detection_scores": "float32 [1, D], 0 = padding",
+            "num_detections": "float32 [1], always D",
+        },
+        "output_names": list(mediapipe_tasks.OUTPUT_NAMES),
+        "metadata": "TFLite Model Metadata for MediaPipe Tasks ObjectDetector, labels in "
+                    f"{mediapipe_tasks.LABELS_FILE}",
+    }

@@ -10,8 +10,9 @@ import tensorflow as tf
 from keras import ops
 
 from ipg_keras.backbones import BACKBONES, IPGResNet, build_backbone
-from ipg_keras.models.targets import replica_count
+from ipg_keras.models.targets import replica_count, unpack_targets
 from ipg_keras.ops import POSTPROCESS_SCOPE
+from ipg_keras.ops.box_formats import check_box_format, convert_boxes
 from ipg_keras.ops.boxes import clip_boxes
 
 
@@ -37,9 +38,24 @@ class Detector(keras.Model):
 
     Subclasses set `self._config` (their constructor arguments), `size_multiple`,
     `call`, `compute_loss` and `decode_predictions(raw, images)`; this class
-    gives them the same backbone handling, `predict`/`detect` contract and
-    `.keras` serialization.
+    gives them the same backbone handling, `bounding_box_format`,
+    `predict`/`detect` contract and `.keras` serialization.
+
+    Box formats: inside, every box is xyxy pixels. `bounding_box_format`
+    (keras-cv / keras-hub's argument, any name of
+    `ipg_keras.ops.box_formats.BOX_FORMATS`) is the format of the `fit` /
+    `evaluate` targets (converted to xyxy pixels before they are checked and
+    encoded; `rel_` formats are relative to the height and width of the images
+    given to `fit`, i.e. the padded network input) and of the `predict` /
+    `predict_on_batch` boxes (`rel_` formats relative to the height and width of
+    the images given to `predict`, before its internal padding). `detect()`
+    and the SavedModel / TFLite exports always give xyxy pixels, whatever the
+    format: that is the deployment contract.
     """
+
+    def _init_box_format(self, bounding_box_format: str) -> None:
+        """Checks and stores `bounding_box_format` (ValueError listing the valid names)."""
+        self.bounding_box_format = check_box_format(bounding_box_format)
 
     def _init_backbone(
         self,
@@ -93,11 +109,36 @@ class Detector(keras.Model):
             total = total + ops.sum(self.losses) / replicas
         return total
 
+    def unpack_targets(self, images, y):
+        """Checked targets in xyxy pixels: `(boxes [B, M, 4] f32, classes [B, M] i32, valid [B, M])`.
+
+        `y["boxes"]` are in `bounding_box_format`; `rel_` formats are relative to
+        the size of `images` (the padded network input). Padding rows stay -1.
+        """
+        return unpack_targets(y, self.num_classes, self.bounding_box_format, images)
+
+    def to_box_format(self, detections, images):
+        """`detect()` output with boxes converted from xyxy pixels to `bounding_box_format`.
+
+        `rel_` formats are relative to the height and width of `images` (what
+        was given to `detect`); rows past `num_detections` (class -1) are left
+        as they are.
+        """
+        if self.bounding_box_format == "xyxy":
+            return detections
+        shape = ops.shape(images)
+        detections = dict(detections)
+        detections["boxes"] = convert_boxes(
+            detections["boxes"], "xyxy", self.bounding_box_format, shape[1], shape[2],
+            valid=detections["classes"] >= 0,
+        )
+        return detections
+
     def predict_step(self, data):
         images = data[0] if isinstance(data, (tuple, list)) else data
         if isinstance(images, dict):
             images = images["images"]
-        return self.detect(images)
+        return self.to_box_format(self.detect(images), images)
 
     @contextlib.contextmanager
     def builtin_ops_variant(self) -> Iterator["Detector"]:
@@ -112,7 +153,8 @@ class Detector(keras.Model):
 
         Images are padded bottom/right to `size_multiple` (box coordinates are
         unchanged by that) and boxes clipped to the unpadded size.
-        Returns `boxes` `[B, D, 4]` xyxy pixels, `scores` `[B, D]`,
+        Returns `boxes` `[B, D, 4]` xyxy pixels (whatever `bounding_box_format`:
+        `predict` converts them, exports rely on xyxy), `scores` `[B, D]`,
         `classes` `[B, D]` int32 (-1 = none), `num_detections` `[B]`.
         """
         images = ops.convert_to_tensor(images, "float32")
@@ -133,7 +175,8 @@ class Detector(keras.Model):
         return detections
 
     def get_config(self):
-        config = {"name": self.name, "trainable": self.trainable, **self._config}
+        config = {"name": self.name, "trainable": self.trainable, **self._config,
+                  "bounding_box_format": self.bounding_box_format}
         if self.backbone_name is not None:
             config["backbone"] = self.backbone_name
         else:

@@ -17,7 +17,7 @@ from ipg_keras.models.matching import match_anchors
 from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.roi_align import ROI_ALIGN_METHODS, multilevel_roi_align
 from ipg_keras.models.sampling import gather_sampled, sample_balanced
-from ipg_keras.models.targets import global_positive_count, unpack_targets
+from ipg_keras.models.targets import at_least_one_target, global_positive_count
 from ipg_keras.ops import POSTPROCESS_SCOPE
 from ipg_keras.ops.boxes import BoxCoder, clip_boxes
 from ipg_keras.ops.nms import batched_class_aware_nms
@@ -112,7 +112,7 @@ def assign_rpn_targets(
 
     Args:
         anchors: `[A, 4]` xyxy.
-        gt_boxes: `[B, M, 4]` xyxy, padded; gt_valid: `[B, M]` bool.
+        gt_boxes: `[B, M, 4]` xyxy, padded (`M` may be 0); gt_valid: `[B, M]` bool.
     Returns:
         `(matched [B, A] int32, sampled_positive [B, A] bool, sampled_negative [B, A] bool)`;
         `matched` indexes the ground truth of positives (-1 background, -2 ignored).
@@ -142,13 +142,15 @@ def assign_roi_targets(
 
     Args:
         proposals: `[B, P, 4]` xyxy; proposal_valid: `[B, P]` bool.
-        gt_boxes: `[B, M, 4]`; gt_classes: `[B, M]` int; gt_valid: `[B, M]` bool.
+        gt_boxes: `[B, M, 4]`; gt_classes: `[B, M]` int; gt_valid: `[B, M]` bool;
+            `M` may be 0 (images without objects: every RoI is background).
     Returns:
         dict of `rois` `[B, K, 4]`, `labels` `[B, K]` int32, `matched_boxes` `[B, K, 4]`
         (ground truth of positives), `positive` `[B, K]` bool and `valid` `[B, K]` bool
         (False for padding rows when fewer than `K = min(num_samples, P + M)` were sampled).
     """
-    gt_boxes = tf.where(gt_valid[..., None], tf.cast(gt_boxes, tf.float32), 0.0)
+    gt_boxes, gt_classes, gt_valid = at_least_one_target(gt_boxes, gt_classes, gt_valid)
+    gt_boxes = tf.where(gt_valid[..., None], gt_boxes, 0.0)
     # Adding the ground truth guarantees positives from the first step on,
     # when the untrained RPN proposes nothing useful (Detectron2 and torchvision do too).
     candidates = tf.concat([tf.cast(proposals, tf.float32), gt_boxes], axis=1)
@@ -162,7 +164,7 @@ def assign_roi_targets(
     rois = tf.gather(candidates, index, batch_dims=1)
     is_positive = tf.gather(sampled_positive, index, batch_dims=1) & valid
     gt_index = tf.maximum(tf.gather(matched, index, batch_dims=1), 0)
-    labels = tf.where(is_positive, tf.gather(tf.cast(gt_classes, tf.int32), gt_index, batch_dims=1), num_classes)
+    labels = tf.where(is_positive, tf.gather(gt_classes, gt_index, batch_dims=1), num_classes)
     return {
         "rois": tf.stop_gradient(rois),
         "labels": labels,
@@ -192,10 +194,11 @@ class IPGFasterRCNN(Detector):
     `[B, P, num_classes, 4]`. In training the box head runs in `compute_loss`
     on the sampled RoIs, which depend on the targets. `compile()` + `fit()` train
     the four losses (`rpn_cls_loss`, `rpn_box_loss`, `cls_loss`, `box_loss`)
-    against targets `{"boxes": [B, M, 4] xyxy pixels, "classes": [B, M]}` padded
-    with -1. `predict()` / `detect()` return detections after per-class NMS:
-    `boxes` `[B, D, 4]` xyxy pixels, `scores` `[B, D]`, `classes` `[B, D]`
-    int32 (-1 = none), `num_detections` `[B]`.
+    against targets `{"boxes": [B, M, 4] in bounding_box_format (xyxy pixels by
+    default), "classes": [B, M]}` padded with -1. `predict()` returns
+    detections after per-class NMS: `boxes` `[B, D, 4]` in bounding_box_format,
+    `scores` `[B, D]`, `classes` `[B, D]` int32 (-1 = none), `num_detections`
+    `[B]`; `detect()` and the exports give the same boxes in xyxy pixels.
 
     Images are `[B, H, W, 3]` RGB floats in 0..255. `fit`/`call` need H and W
     divisible by 32 and raise a ValueError otherwise; `predict` pads the
@@ -225,6 +228,13 @@ class IPGFasterRCNN(Detector):
         roi_align_method: `"crop_and_resize"` (TensorFlow's fused kernel, fast to
             train) or `"gather"` (builtin ops only; the TFLite export switches to
             it while tracing). Same values either way.
+        bounding_box_format: format of the `fit` targets and `predict` boxes,
+            a name of `ipg_keras.ops.box_formats.BOX_FORMATS` ("xyxy", "xywh",
+            "center_xywh", "yxyx", "rel_xyxy", "rel_yxyx", ...; keras-cv's and
+            keras-hub's argument, converted by `keras.utils.bounding_boxes.convert_format`).
+            `rel_` targets are relative to the `fit` images' size (the padded
+            network input), `rel_` predictions to the size of the images given to
+            `predict`. Raises ValueError for an unknown name.
     """
 
     def __init__(
@@ -260,6 +270,7 @@ class IPGFasterRCNN(Detector):
         nms_iou_threshold: float = 0.5,
         max_detections: int = 100,
         roi_align_method: str = "crop_and_resize",
+        bounding_box_format: str = "xyxy",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -282,6 +293,7 @@ class IPGFasterRCNN(Detector):
         if roi_align_method not in ROI_ALIGN_METHODS:
             raise ValueError(f"roi_align_method must be one of {ROI_ALIGN_METHODS}, got {roi_align_method!r}.")
         self.roi_align_method = str(roi_align_method)
+        self._init_box_format(bounding_box_format)
         if len(tuple(box_coder_weights)) != 4:
             raise ValueError(f"box_coder_weights needs 4 values (wx, wy, ww, wh), got {box_coder_weights!r}.")
         self._init_backbone(num_classes, backbone, ipg, backbone_weights, backbone_kwargs)
@@ -453,7 +465,7 @@ class IPGFasterRCNN(Detector):
 
     # --------------------------------------------------------------------- loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        gt_boxes, gt_classes, gt_valid = unpack_targets(y, self.num_classes)
+        gt_boxes, gt_classes, gt_valid = self.unpack_targets(x, y)
         cfg = self._config
         beta = cfg["smooth_l1_beta"]
 

@@ -14,7 +14,7 @@ from ipg_keras.models.anchors import AnchorGenerator
 from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.losses import giou_loss, sigmoid_focal_loss, smooth_l1_loss
 from ipg_keras.models.matching import match_anchors
-from ipg_keras.models.targets import global_positive_count, unpack_targets
+from ipg_keras.models.targets import global_positive_count
 from ipg_keras.ops.boxes import BoxCoder, clip_boxes
 from ipg_keras.ops.nms import batched_class_aware_nms
 
@@ -29,10 +29,12 @@ class IPGRetinaNet(Detector):
 
     Call (`model(images)`) returns the raw head outputs `{"box": [B, A, 4],
     "cls": [B, A, num_classes]}` (logits); `compile()` + `fit()` train them
-    with focal and box losses against targets `{"boxes": [B, M, 4] xyxy pixels,
-    "classes": [B, M]}` padded with -1. `predict()` returns decoded detections
-    after class-aware NMS: `boxes` `[B, D, 4]` xyxy pixels, `scores` `[B, D]`,
-    `classes` `[B, D]` int32 (-1 = none), `num_detections` `[B]`.
+    with focal and box losses against targets `{"boxes": [B, M, 4] in
+    bounding_box_format (xyxy pixels by default), "classes": [B, M]}` padded
+    with -1. `predict()` returns decoded detections after class-aware NMS:
+    `boxes` `[B, D, 4]` in bounding_box_format, `scores` `[B, D]`, `classes`
+    `[B, D]` int32 (-1 = none), `num_detections` `[B]`; `detect()` and the
+    exports give the same boxes in xyxy pixels.
 
     Images are `[B, H, W, 3]` RGB floats in 0..255. `fit`/`call` need H and W
     divisible by `2**max_level` (128 for P7) and raise a ValueError otherwise;
@@ -54,6 +56,13 @@ class IPGRetinaNet(Detector):
         box_loss_weight: weight of the box loss.
         prior_probability: initial foreground probability of the class head.
         pre_nms_topk, score_threshold, nms_iou_threshold, max_detections: inference.
+        bounding_box_format: format of the `fit` targets and `predict` boxes,
+            a name of `ipg_keras.ops.box_formats.BOX_FORMATS` ("xyxy", "xywh",
+            "center_xywh", "yxyx", "rel_xyxy", "rel_yxyx", ...; keras-cv's and
+            keras-hub's argument, converted by `keras.utils.bounding_boxes.convert_format`).
+            `rel_` targets are relative to the `fit` images' size (the padded
+            network input), `rel_` predictions to the size of the images given to
+            `predict`. Raises ValueError for an unknown name.
     """
 
     def __init__(
@@ -84,11 +93,13 @@ class IPGRetinaNet(Detector):
         score_threshold: float = 0.05,
         nms_iou_threshold: float = 0.5,
         max_detections: int = 100,
+        bounding_box_format: str = "xyxy",
         **kwargs,
     ):
         super().__init__(**kwargs)
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}.")
+        self._init_box_format(bounding_box_format)
         self._init_backbone(num_classes, backbone, ipg, backbone_weights, backbone_kwargs)
         self.min_level, self.max_level = int(min_level), int(max_level)
         self.fpn = FeaturePyramid(min_level, max_level, fpn_channels, extra_levels="conv_c5", name="fpn")
@@ -146,7 +157,7 @@ class IPGRetinaNet(Detector):
 
     # --------------------------------------------------------------------- loss
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        gt_boxes, gt_classes, gt_valid = unpack_targets(y, self.num_classes)
+        gt_boxes, gt_classes, gt_valid = self.unpack_targets(x, y)
         cfg = self._config
         anchors = self.anchors_for(x)
         matched, _ = match_anchors(anchors, gt_boxes, gt_valid, cfg["positive_iou"], cfg["negative_iou"])

@@ -1,5 +1,6 @@
 """Box and NMS operations shared by the data, model and export code."""
 
+from ipg_keras.ops.box_formats import BOX_FORMATS, check_box_format, convert_boxes
 from ipg_keras.ops.boxes import (
     BoxCoder,
     box_area,
@@ -17,11 +18,14 @@ from ipg_keras.ops.nms import batched_class_aware_nms
 POSTPROCESS_SCOPE = "postprocess"
 
 __all__ = [
+    "BOX_FORMATS",
     "POSTPROCESS_SCOPE",
     "BoxCoder",
     "batched_class_aware_nms",
     "box_area",
+    "check_box_format",
     "clip_boxes",
+    "convert_boxes",
     "pairwise_giou",
     "pairwise_iou",
 ]

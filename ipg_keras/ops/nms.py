@@ -12,23 +12,35 @@ def class_aware_nms_indices(boxes, scores, classes, max_detections, iou_threshol
     indices point to the kept boxes, by descending score; the rest is padding.
     """
     boxes = tf.convert_to_tensor(boxes, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
     # Class-aware NMS as one class-agnostic NMS: shifting every class's boxes
     # into a disjoint region makes cross-class IoU zero (torchvision's
     # batched_nms trick). One NMS over K boxes is far cheaper than C of them,
     # and NonMaxSuppressionV5 is a TFLite builtin, so export can reuse this.
     offset = tf.cast(classes, boxes.dtype) * (tf.reduce_max(boxes) + 1.0)
     shifted = boxes + offset[:, None]
+    # NMS visits equal scores in an order of its own (TF and TFLite queue the
+    # candidates in a std::priority_queue, whose order for equal keys depends on
+    # the C++ library), so runtimes disagreed on tied candidates, which int8
+    # heads make common (their scores take 256 values). NMS therefore runs on a
+    # strictly decreasing key in the order of a stable descending sort (ties:
+    # lower index first, as top_k); candidates at or under score_threshold get -1.
+    count = scores.shape[0] if scores.shape[0] is not None else tf.shape(scores)[0]
+    sorted_scores, order = tf.math.top_k(scores, k=count)
+    rank = tf.range(tf.shape(scores)[0], dtype=tf.float32)
+    key = 1.0 - rank / tf.cast(tf.shape(scores)[0], tf.float32)  # in (0, 1], exact for K < 2**24
+    key = tf.where(sorted_scores > score_threshold, key, -1.0)
     # NMS wants (y1, x1, y2, x2); IoU is symmetric, so xyxy works unchanged.
-    indices, _, valid = tf.raw_ops.NonMaxSuppressionV5(
-        boxes=shifted,
-        scores=tf.convert_to_tensor(scores, tf.float32),
+    positions, _, valid = tf.raw_ops.NonMaxSuppressionV5(
+        boxes=tf.gather(shifted, order),
+        scores=key,
         max_output_size=max_detections,
         iou_threshold=iou_threshold,
-        score_threshold=score_threshold,
+        score_threshold=0.0,
         soft_nms_sigma=0.0,
         pad_to_max_output_size=True,
     )
-    return indices, valid
+    return tf.gather(order, positions), valid
 
 
 def _nms_one_image(boxes, scores, classes, max_detections, iou_threshold, score_threshold):

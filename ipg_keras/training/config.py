@@ -47,9 +47,12 @@ class ModelConfig:
     ipg_levels: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     fusion: str = "concat"
     pyramid_method: str = "area"
+    # RetinaNet's FPN levels. Faster R-CNN's are fixed (RPN on P2-P6, RoIs from
+    # P2-P5): leave these out or set 2 and 6.
     min_level: int = 3
     max_level: int = 7
     fpn_channels: int = 256
+    # RetinaNet only: class/box head (and box_loss, box_loss_weight below).
     head_width: int = 256
     head_depth: int = 4
     head_norm: str | None = None
@@ -59,7 +62,7 @@ class ModelConfig:
     # ResNet BN layers in inference mode with fixed scale/offset, Detectron2's
     # FrozenBN for ImageNet-pretrained backbones with few images per device).
     batchnorm: str = "train"
-    anchor_size: float = 4.0
+    anchor_size: float | None = None  # x the level's stride; None: the detector's (RetinaNet 4, Faster R-CNN 8)
     box_loss: str = "smooth_l1"
     box_loss_weight: float = 1.0
     score_threshold: float = 0.05
@@ -153,7 +156,11 @@ class EvalConfig:
 @dataclass
 class ExportConfig:
     saved_model: bool = True
-    tflite: list[str] = field(default_factory=list)  # float32 | float16 | dynamic_int8 | int8
+    # TFLite files written at the end of the run, one per precision, as
+    # <directory>/<name>_<precision>.tflite: a list of float32 | float16 |
+    # dynamic_int8 | int8 (int8 calibrates on 100 training images);
+    # true = [float32], false = [].
+    tflite: list[str] | bool = field(default_factory=list)
     directory: str = "saved_models"
 
 
@@ -292,14 +299,20 @@ def validate(config: ExperimentConfig) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"Config key {key!r}: {value!r} is not one of {list(allowed)}.")
+    if isinstance(config.export.tflite, bool):
+        config.export.tflite = ["float32"] if config.export.tflite else []
     for prec in config.export.tflite:
         if prec not in ("float32", "float16", "dynamic_int8", "int8"):
             raise ConfigError(f"Config key 'export.tflite': {prec!r} is not float32|float16|dynamic_int8|int8.")
-    multiple = 2**m.max_level
+    if len(set(config.export.tflite)) != len(config.export.tflite):
+        raise ConfigError(f"Config key 'export.tflite': {config.export.tflite} lists a precision twice.")
+    if m.type == "faster_rcnn":
+        multiple, rule = 32, "(the stride of C5, which IPG-Faster R-CNN needs)"
+    else:
+        multiple, rule = 2**m.max_level, "(2**model.max_level)"
     if config.data.image_size % multiple:
         raise ConfigError(
-            f"Config key 'data.image_size': {config.data.image_size} must be a multiple of {multiple} "
-            f"(2**model.max_level)."
+            f"Config key 'data.image_size': {config.data.image_size} must be a multiple of {multiple} {rule}."
         )
     if t.batch_size < 1 or t.epochs < 1:
         raise ConfigError("Config keys 'train.batch_size' and 'train.epochs' must be >= 1.")
@@ -332,6 +345,64 @@ def validate(config: ExperimentConfig) -> None:
               f"(the global batch) is not divisible by train.cpu_devices={t.cpu_devices} replicas")
     check(config.eval.every_n_epochs >= 0, "eval.every_n_epochs", config.eval.every_n_epochs, "must be >= 0")
     check(config.eval.batch_size >= 1, "eval.batch_size", config.eval.batch_size, "must be >= 1")
+    check_keys_apply(config)
+
+
+# Keys that only some settings read: (key, applies(config), where it applies, values that say "off").
+# A key that does not apply must keep its default (or an "off" value): otherwise the run would
+# silently ignore it. See `check_keys_apply`.
+FASTER_RCNN_ONLY = ("rpn_head_width", "roi_head_width", "num_rois", "pre_nms_topk_train", "post_nms_topk_train",
+                    "pre_nms_topk_test", "post_nms_topk_test")
+RETINANET_ONLY = ("head_width", "head_depth", "head_norm", "box_loss", "box_loss_weight")
+SYNTHETIC_ONLY = ("num_train_images", "num_val_images", "min_object_size", "max_object_size", "max_objects")
+_CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
+    *[(f"model.{k}", lambda c: c.model.type == "retinanet", "model.type=retinanet", ()) for k in RETINANET_ONLY],
+    *[(f"model.{k}", lambda c: c.model.type == "faster_rcnn", "model.type=faster_rcnn", ())
+      for k in FASTER_RCNN_ONLY],
+    *[(f"data.{k}", lambda c: c.data.source == "synthetic", "data.source=synthetic", ()) for k in SYNTHETIC_ONLY],
+    *[(f"data.{k}", lambda c: c.data.source == "tfds", "data.source=tfds", ())
+      for k in ("tfds_name", "tfds_data_dir", "train_split", "val_split")],
+    *[(f"data.{k}", lambda c: c.data.source in ("coco_json", "pascal_voc"), "data.source=coco_json|pascal_voc", ())
+      for k in ("train_annotations", "train_images", "val_annotations", "val_images")],
+    ("data.class_names", lambda c: c.data.source == "pascal_voc",
+     "data.source=pascal_voc (COCO JSON, TFDS and synthetic data name their own classes)", ()),
+    *[(f"data.{k}", lambda c: c.data.tile_size is not None, "data.tile_size set", ())
+      for k in ("tile_overlap", "min_visible")],
+    ("train.momentum", lambda c: c.train.optimizer == "sgd", "train.optimizer=sgd", ()),
+    ("train.weight_decay", lambda c: c.train.optimizer in ("sgd", "adamw"), "train.optimizer=sgd|adamw", (0.0,)),
+    *[(f"train.{k}", lambda c: c.train.schedule == "step", "train.schedule=step", ())
+      for k in ("decay_epochs", "decay_rate")],
+    ("train.min_lr_factor", lambda c: c.train.schedule == "cosine", "train.schedule=cosine", ()),
+]
+
+
+def check_keys_apply(config: ExperimentConfig) -> None:
+    """Rejects a key set to a non-default value where the run would not read it.
+
+    E.g. `model.head_width` with `model.type=faster_rcnn`, `data.tfds_name` with
+    `data.source=coco_json`, `train.momentum` with `train.optimizer=adam`:
+    without this check they would be accepted and then silently ignored.
+    Faster R-CNN's FPN levels are fixed, so `model.min_level`/`max_level`
+    must keep RetinaNet's defaults or state Faster R-CNN's levels (2, 6).
+    """
+    defaults = ExperimentConfig()
+    for key, applies, where, neutral in _CONDITIONAL_KEYS:
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        default = getattr(getattr(defaults, section), name)
+        if value != default and value not in neutral and not applies(config):
+            raise ConfigError(
+                f"Config key {key!r}: {value!r} has no effect here; it applies only with {where}. "
+                f"Remove it (default {default!r}) or change that setting."
+            )
+    m = config.model
+    if m.type == "faster_rcnn" and (m.min_level, m.max_level) not in ((2, 6), (defaults.model.min_level,
+                                                                               defaults.model.max_level)):
+        raise ConfigError(
+            f"Config keys 'model.min_level'/'model.max_level': {m.min_level}/{m.max_level} have no effect with "
+            "model.type=faster_rcnn, whose FPN levels are fixed (RPN on P2-P6, RoIs from P2-P5); "
+            "remove them or set 2 and 6."
+        )
 
 
 def per_replica_batch_size(global_batch_size: int, num_replicas: int) -> int:

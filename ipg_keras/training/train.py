@@ -166,19 +166,28 @@ def build_datasets(cfg: ExperimentConfig):
             train = ipg_data.from_coco_json(d.train_annotations, d.train_images)
             val = ipg_data.from_coco_json(d.val_annotations or d.train_annotations, d.val_images or d.train_images)
         else:
-            train = ipg_data.from_pascal_voc(d.train_annotations, class_names=d.class_names)
+            # data.train_images / val_images: a folder searched for the images first (VOC's JPEGImages).
+            train = ipg_data.from_pascal_voc(d.train_annotations, class_names=d.class_names,
+                                             image_dir=d.train_images)
             names = d.class_names or list(train.class_names)
-            val = ipg_data.from_pascal_voc(d.val_annotations or d.train_annotations, class_names=names)
+            val = ipg_data.from_pascal_voc(d.val_annotations or d.train_annotations, class_names=names,
+                                           image_dir=d.val_images or d.train_images)
         return train, val, list(d.class_names or train.class_names)
     raise ConfigError(f"Unknown data.source {d.source!r}.")
 
 
-def batch_train(cfg: ExperimentConfig, elements, multi_worker: bool = False):
+def batch_train(cfg: ExperimentConfig, elements, multi_worker: bool = False, start_step: int = 0):
     """Infinite training batches of the GLOBAL batch size (fit() splits each one over the replicas).
 
     drop_remainder keeps every batch full and static: with `repeat` before
     batching only a finite `take` could leave a partial batch, but a static
     batch dimension also keeps XLA and the per-replica split simple.
+
+    The stream is a function of the config alone (seeded shuffle and
+    augmentation): `start_step=k` gives its batches from step `k` on, so a
+    resumed run trains on the batches an uninterrupted run would have seen
+    instead of replaying the data from the start (a bad image would otherwise
+    stop every resume at the same step).
     """
     from ipg_keras.data import make_batches
 
@@ -193,7 +202,7 @@ def batch_train(cfg: ExperimentConfig, elements, multi_worker: bool = False):
     ds = make_batches(
         elements, cfg.train.batch_size, d.image_size, augment=d.augment,
         shuffle=d.shuffle_buffer or False, cache=d.cache, seed=cfg.train.seed, repeat=True,
-        drop_remainder=True, max_boxes=max_boxes,
+        drop_remainder=True, max_boxes=max_boxes, skip=start_step,
     )
     if multi_worker:
         # Every worker builds the same seeded pipeline and keeps its share of each
@@ -237,15 +246,18 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> keras.Model:
         backbone_kwargs=backbone_kwargs, score_threshold=m.score_threshold,
         nms_iou_threshold=m.nms_iou_threshold, max_detections=m.max_detections,
     )
+    if m.anchor_size is not None:  # None: the detector's own default
+        common["anchor_size"] = m.anchor_size
     if m.type == "retinanet":
         model = IPGRetinaNet(
             **common, min_level=m.min_level, max_level=m.max_level, fpn_channels=m.fpn_channels,
-            head_width=m.head_width, head_depth=m.head_depth, head_norm=m.head_norm, anchor_size=m.anchor_size,
+            head_width=m.head_width, head_depth=m.head_depth, head_norm=m.head_norm,
             box_loss=m.box_loss, box_loss_weight=m.box_loss_weight,
         )
     elif m.type == "faster_rcnn":
         from ipg_keras.models import IPGFasterRCNN  # noqa: WPS433 - optional detector
 
+        # FPN levels are fixed in IPGFasterRCNN; config.check_keys_apply rejects other min/max levels.
         extra = {k: getattr(m, k) for k in FASTER_RCNN_OPTIONAL if getattr(m, k) is not None}
         model = IPGFasterRCNN(**common, fpn_channels=m.fpn_channels, **extra)
     else:
@@ -441,6 +453,27 @@ def weights_digest(model: keras.Model, trainable_only: bool = False) -> str:
     return h.hexdigest()
 
 
+# --------------------------------------------------------------------- export
+def export_tflite_files(cfg: ExperimentConfig, model: keras.Model, train_elements) -> dict[str, str]:
+    """`export.tflite`: one `<export.directory>/<name>_<precision>.tflite` per listed precision.
+
+    The input size is `data.image_size`; `int8` calibrates on 100 training
+    images (a seeded shuffle of the training data, before augmentation).
+    Returns `{precision: path}`.
+    """
+    from ipg_keras.export import export_tflite
+
+    written = {}
+    for precision in cfg.export.tflite:
+        path = Path(cfg.export.directory) / f"{cfg.name}_{precision}.tflite"
+        calibration = train_elements.shuffle(256, seed=cfg.train.seed) if precision == "int8" else None
+        export_tflite(model, path, precision=precision, image_size=cfg.data.image_size,
+                      representative_dataset=calibration)
+        log.info("exported %s TFLite model to %s", precision, path)
+        written[precision] = str(path)
+    return written
+
+
 # ------------------------------------------------------------------------ run
 def run(cfg: ExperimentConfig, output: str | Path) -> dict[str, Any]:
     """Trains (or resumes), evaluates and exports one experiment; returns the metrics written to metrics.json.
@@ -480,7 +513,6 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
     start = time.time()
     train_elements, val_elements, class_names = build_datasets(cfg)
     num_classes = cfg.model.num_classes or len(class_names)
-    train_ds = batch_train(cfg, train_elements, multi_worker=worker.multi_worker)
     val_ds = batch_eval(cfg, val_elements)
     steps = cfg.train.steps_per_epoch
     if steps is None:
@@ -550,12 +582,19 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
         log.info("training already complete (%d steps); evaluating and exporting", resumed_from)
     else:
         model.stop_training = False
+        # Each fit() gets a pipeline built afresh from the step it starts at: the data stream
+        # continues where the previous run (or fit) stopped.
         if offset:  # finish the interrupted epoch with the steps it still lacks
-            model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps - offset,
+            log.info("continuing the training data at step %d", state.steps_done)
+            model.fit(batch_train(cfg, train_elements, worker.multi_worker, start_step=state.steps_done),
+                      epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps - offset,
                       callbacks=callbacks, verbose=verbose)
             epoch += 1
         if epoch < epochs and not model.stop_training:
-            model.fit(train_ds, epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps,
+            if state.steps_done:
+                log.info("continuing the training data at step %d", state.steps_done)
+            model.fit(batch_train(cfg, train_elements, worker.multi_worker, start_step=state.steps_done),
+                      epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps,
                       callbacks=callbacks, verbose=verbose)
     train_seconds = time.time() - start
 
@@ -633,6 +672,8 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
         export_dir = Path(cfg.export.directory) / cfg.name
         export_saved_model(model, export_dir, image_size=cfg.data.image_size)
         result["saved_model"] = str(export_dir)
+    if cfg.export.tflite:
+        result["tflite"] = export_tflite_files(cfg, model, train_elements)
     result["wall_seconds"] = round(time.time() - start, 1)
     write_json_atomic(output / "metrics.json", result)
     log.info("metrics: %s", json.dumps(result))

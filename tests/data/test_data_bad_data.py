@@ -165,12 +165,13 @@ def test_coco_unknown_category_degenerate_outside_and_orphan(tmp_path):
         [
             {"id": 1, "image_id": 1, "category_id": 99, "bbox": [1, 1, 5, 5]},   # unknown category
             {"id": 2, "image_id": 1, "category_id": 1, "bbox": [1, 1, 0, 5]},    # zero width
-            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [30, 20, 20, 20]},  # outside: clipped
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [30, 20, 15, 15]},  # 44 % inside: clipped
+            {"id": 5, "image_id": 1, "category_id": 1, "bbox": [30, 20, 20, 20]},  # 25 % inside: dropped
             {"id": 4, "image_id": 7, "category_id": 1, "bbox": [1, 1, 5, 5]},    # no such image
         ],
     )
     ds = from_coco_json(ann, img_dir)
-    assert ds.report.counts == {"unknown_class": 1, "degenerate_box": 1, "box_clipped": 1,
+    assert ds.report.counts == {"unknown_class": 1, "degenerate_box": 1, "box_clipped": 1, "box_outside": 1,
                                 "annotation_without_image": 1}
     (el,) = list(ds)
     np.testing.assert_array_equal(el["bounding_boxes"]["boxes"].numpy(), [[30, 20, 40, 30]])

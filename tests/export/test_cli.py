@@ -270,7 +270,7 @@ def one_class_model_path(tmp_path_factory) -> Path:
 
 def test_same_name_folders_keep_relative_paths_and_match_annotations_by_them(one_class_model_path, tmp_path,
                                                                              capsys):
-    from ipg_keras.cli.predict import load_annotations
+    from ipg_keras.data import load_ground_truth
     from ipg_keras.data.image_files import find_image_files
 
     folder = _case("same-name-folders")
@@ -287,8 +287,8 @@ def test_same_name_folders_keep_relative_paths_and_match_annotations_by_them(one
     assert "frame.jpg has no annotation" in capsys.readouterr().err
     # Each camera's image gets its own ground truth (file_name with folders), not the other's.
     files, _ = find_image_files([folder / "imgs"], recursive=True)
-    ann = load_annotations(folder / "ann.json", files, None)
-    by_name = {f.relative_to(folder / "imgs").as_posix(): g["boxes"].tolist() for f, g in ann["gts"].items()}
+    ann = load_ground_truth(folder / "ann.json", files, None)
+    by_name = {f.relative_to(folder / "imgs").as_posix(): g["boxes"].tolist() for f, g in ann.gts.items()}
     assert by_name == {"cam1/000001.jpg": [[4, 4, 24, 24]], "cam2/000001.jpg": [[60, 30, 90, 60]]}
 
 
@@ -308,7 +308,7 @@ def test_16bit_case_through_ipg_predict_identical_and_not_white(trained_model_pa
 
 
 def test_voc_annotations_match_by_relative_path(tmp_path):
-    from ipg_keras.cli.predict import load_annotations
+    from ipg_keras.data import load_ground_truth
 
     for cam, box in (("cam1", (2, 2, 10, 10)), ("cam2", (20, 20, 30, 30))):
         (tmp_path / "imgs" / cam).mkdir(parents=True)
@@ -318,16 +318,16 @@ def test_voc_annotations_match_by_relative_path(tmp_path):
             f"<annotation><filename>000001.jpg</filename><object><name>a</name><bndbox><xmin>{box[0]}</xmin>"
             f"<ymin>{box[1]}</ymin><xmax>{box[2]}</xmax><ymax>{box[3]}</ymax></bndbox></object></annotation>")
     files = sorted((tmp_path / "imgs").rglob("*.jpg"))
-    ann = load_annotations(tmp_path / "voc", files, None)
-    assert {f.parent.name: g["boxes"].tolist() for f, g in ann["gts"].items()} == {
+    ann = load_ground_truth(tmp_path / "voc", files, None)
+    assert {f.parent.name: g["boxes"].tolist() for f, g in ann.gts.items()} == {
         "cam1": [[2, 2, 10, 10]], "cam2": [[20, 20, 30, 30]]}
     # A bare-name fallback that would be ambiguous is refused, not guessed.
     flat = tmp_path / "flat"
     flat.mkdir()
     (flat / "one.xml").write_text((tmp_path / "voc" / "cam1" / "000001.xml").read_text())
-    ann = load_annotations(flat, files, None)
-    assert ann["gts"] == {} and sorted(ann["unmatched"]) == files
-    assert all("ambiguous" in reason for reason in ann["ambiguous"].values()) and len(ann["ambiguous"]) == 2
+    ann = load_ground_truth(flat, files, None)
+    assert ann.gts == {} and sorted(ann.unmatched) == files
+    assert sorted(ann.ambiguous) == files and all("ambiguous" in r for r in ann.ambiguous.values())
 
 
 def test_no_cli_module_imports_another():

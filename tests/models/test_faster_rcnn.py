@@ -298,7 +298,9 @@ def trained():
     model.build((None, 64, 64, 3))
     initial = model.get_weights()
     model.compile(optimizer=keras.optimizers.Adam(2e-3))
-    history = model.fit(images, targets, batch_size=4, epochs=40, verbose=0)
+    # 150 steps: at 40 the top boxes sat on the objects on some CPUs only; at 150 every
+    # object is found at IoU >= 0.66 on every seed and kernel set tried (asserted: 0.5).
+    history = model.fit(images, targets, batch_size=4, epochs=150, verbose=0)
     # The RoI losses depend on the proposals, which improve as the RPN learns
     # (more positives, a larger box-loss sum): compare the trained and the
     # initial weights on the same proposals (the trained RPN's) and samples.
@@ -357,10 +359,16 @@ def test_predict_dynamic_batch_and_image_size(trained):
     model, images, targets, _, _, _ = trained
     det = model.predict(images, verbose=0)
     _check_detections(det, 4, 64, 64)
-    # Detection quality is not asserted here: this tiny model (4 training images) put its
-    # top box on an object in most runs but not all (TF CPU training is not bit-deterministic);
-    # learning is covered by the loss tests. This test is about dynamic batch and image size.
-    assert int(det["num_detections"][0]) > 0
+    # The toy objects are found: every ground truth has a detection of its class among the
+    # image's top 2 x (number of objects) boxes at IoU > 0.5.
+    from ipg_keras.ops.boxes import pairwise_iou
+
+    for b in range(len(images)):
+        valid = targets["classes"][b] >= 0
+        gt, gt_classes = targets["boxes"][b][valid], targets["classes"][b][valid]
+        top = slice(0, 2 * len(gt))
+        iou = np.asarray(pairwise_iou(gt, det["boxes"][b, top])) * (gt_classes[:, None] == det["classes"][b, top])
+        assert np.all(iou.max(axis=1) > 0.5), (b, iou.max(axis=1))
     rng = np.random.default_rng(1)
     for shape in ((1, 70, 50, 3), (3, 96, 128, 3)):  # odd sizes get padded by predict
         det = model.predict(rng.uniform(0, 255, shape).astype(np.float32), verbose=0)

@@ -15,7 +15,10 @@ def toy_batch(batch=2, size=128):
     boxes = np.full((batch, 3, 4), -1.0, "float32")
     classes = np.full((batch, 3), -1, "int32")
     for b in range(batch):
-        for i, (x, y, s, c) in enumerate([(20, 30, 24, 0), (70, 60, 12, 1), (90, 20, 30, 2)][: 3 - b]):
+        # 28-36 px squares: each has anchors (32 px and up on P3) at IoU >= 0.5, so the
+        # tiny model learns them to a clear margin (best IoU >= 0.7 on every seed and
+        # kernel set tried, against the 0.5 asserted below).
+        for i, (x, y, s, c) in enumerate([(16, 24, 28, 0), (72, 64, 32, 1), (84, 12, 36, 2)][: 3 - b]):
             images[b, y : y + s, x : x + s, c] = 250.0
             boxes[b, i] = [x, y, x + s, y + s]
             classes[b, i] = c
@@ -24,12 +27,15 @@ def toy_batch(batch=2, size=128):
 
 @pytest.fixture(scope="module")
 def trained():
-    """A tiny detector fitted on the toy batch (shared by the tests that need trained weights)."""
+    """A tiny detector fitted on the toy batch (shared by the tests that need trained weights).
+
+    120 steps: at 40 the 0.5-IoU check below passed on one CPU and failed on another.
+    """
     keras.utils.set_random_seed(1)
     model = tiny_retinanet(score_threshold=0.0)
     model.compile(optimizer=keras.optimizers.Adam(3e-3))
     x, y = toy_batch()
-    history = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(40), epochs=1, verbose=0)
+    history = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(120), epochs=1, verbose=0)
     return model, history
 
 
