@@ -11,7 +11,9 @@ from ipg_keras.data.augment import (
     color_jitter,
     random_crop,
     random_flip,
+    random_rotate90,
     resize_and_pad,
+    rotate90,
     scale_jitter,
 )
 from ipg_keras.data.coco_json import CocoLabelMap, from_coco_json, load_coco_json
@@ -20,7 +22,7 @@ from ipg_keras.data.pipeline import make_batches, make_eval_batches, to_original
 from ipg_keras.data.records import ImageRecord, ParsedDataset, records_to_dataset
 from ipg_keras.data.report import DataError, LoadReport
 from ipg_keras.data.tfds_loader import from_tfds
-from ipg_keras.data.tiling import TILE_ID_STRIDE, tile_dataset, tile_grid, tile_starts
+from ipg_keras.data.tiling import TILE_ID_STRIDE, random_tile, random_tiles, tile_dataset, tile_grid, tile_starts
 
 from ipg_keras.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from ipg_keras.data.synthetic import synthetic_dataset
@@ -46,8 +48,12 @@ __all__ = [
     "parse_voc_xml",
     "random_crop",
     "random_flip",
+    "random_rotate90",
+    "random_tile",
+    "random_tiles",
     "records_to_dataset",
     "resize_and_pad",
+    "rotate90",
     "scale_jitter",
     "synthetic_dataset",
     "tile_dataset",

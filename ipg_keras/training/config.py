@@ -100,12 +100,28 @@ class DataConfig:
     tile_size: int | None = None
     tile_overlap: float = 0.25
     min_visible: float = 0.5
+    # Training windows of large images: "grid" (the fixed tiles of tile_size /
+    # tile_overlap, tile_dataset) or "random" (random_tiles: new random windows
+    # every pass, scale jitter scale_range applied when cutting them).
+    sampling: str = "grid"
+    tiles_per_image: int | None = None  # random: windows per image and pass; None: as many as the grid has
     # pipeline
     # Pad (and truncate) targets to exactly this many boxes per image: static
     # shapes, so XLA (train.jit_compile) compiles the step once. None: pad to the
     # largest count in each batch (100 with train.jit_compile or strategy tpu).
     max_boxes: int | None = None
     augment: bool = True
+    # Augmentation (data.augment: true), see ipg_keras.data.AugmentConfig: probabilities
+    # of each flip and of a 90/180/270 degree turn; scale jitter range (output / input
+    # pixels); colour jitter magnitudes (0 turns each off).
+    horizontal_flip: float = 0.5
+    vertical_flip: float = 0.0
+    rotate90: float = 0.0
+    scale_range: list[float] = field(default_factory=lambda: [0.8, 1.25])
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
     shuffle_buffer: int = 1024
     cache: bool = False
 
@@ -284,6 +300,7 @@ def validate(config: ExperimentConfig) -> None:
         "model.backbone": (m.backbone, ("resnet18", "resnet34", "resnet50", "resnet101")),
         "model.batchnorm": (m.batchnorm, ("train", "sync", "frozen")),
         "data.source": (config.data.source, ("synthetic", "tfds", "coco_json", "pascal_voc")),
+        "data.sampling": (config.data.sampling, ("grid", "random")),
         "train.optimizer": (t.optimizer, ("sgd", "adam", "adamw")),
         "train.schedule": (t.schedule, ("step", "cosine", "constant")),
         "train.strategy": (t.strategy, ("default", "mirrored", "multi_worker", "tpu")),
@@ -330,6 +347,15 @@ def validate(config: ExperimentConfig) -> None:
     if t.strategy == "mirrored" and t.cpu_devices:
         check(t.batch_size % t.cpu_devices == 0, "train.batch_size", t.batch_size,
               f"(the global batch) is not divisible by train.cpu_devices={t.cpu_devices} replicas")
+    d = config.data
+    for key in ("horizontal_flip", "vertical_flip", "rotate90"):
+        check(0 <= getattr(d, key) <= 1, f"data.{key}", getattr(d, key), "must be a probability in [0, 1]")
+    check(len(d.scale_range) == 2 and 0 < d.scale_range[0] <= d.scale_range[1], "data.scale_range",
+          d.scale_range, "must be [low, high] with 0 < low <= high")
+    check(0 <= d.hue <= 0.5, "data.hue", d.hue, "must be in [0, 0.5]")
+    check(d.sampling == "grid" or d.tile_size, "data.sampling", d.sampling, "needs data.tile_size")
+    check(d.tiles_per_image is None or d.tiles_per_image >= 1, "data.tiles_per_image", d.tiles_per_image,
+          "must be >= 1 or null")
     check(config.eval.every_n_epochs >= 0, "eval.every_n_epochs", config.eval.every_n_epochs, "must be >= 0")
     check(config.eval.batch_size >= 1, "eval.batch_size", config.eval.batch_size, "must be >= 1")
 
