@@ -60,6 +60,13 @@ class ModelConfig:
     # FrozenBN for ImageNet-pretrained backbones with few images per device).
     batchnorm: str = "train"
     anchor_size: float = 4.0
+    # RetinaNet anchors and matching (see `ipg-train CONFIG --check-anchors` for how they fit the boxes)
+    anchor_scales: list[float] = field(default_factory=lambda: [1.0, 2 ** (1 / 3), 2 ** (2 / 3)])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # height / width
+    positive_iou: float = 0.5
+    negative_iou: float = 0.4
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
     box_loss: str = "smooth_l1"
     box_loss_weight: float = 1.0
     score_threshold: float = 0.05
@@ -128,6 +135,10 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    # A previous run to start from: a .keras file, or a run folder (its model.keras,
+    # else last.keras, else best.keras). Every weight whose name and shape match is
+    # loaded (backbone, FPN, heads); the log lists what was and what was not.
+    init_from: str | None = None
     epochs: int = 12
     steps_per_epoch: int | None = None  # None: dataset size // batch_size
     batch_size: int = 16  # GLOBAL batch, over all replicas; each replica gets batch_size / replicas
@@ -299,6 +310,8 @@ def validate(config: ExperimentConfig) -> None:
         "model.type": (m.type, ("retinanet", "faster_rcnn")),
         "model.backbone": (m.backbone, ("resnet18", "resnet34", "resnet50", "resnet101")),
         "model.batchnorm": (m.batchnorm, ("train", "sync", "frozen")),
+        "model.head_norm": (m.head_norm, (None, "group")),
+        "model.box_loss": (m.box_loss, ("smooth_l1", "giou")),
         "data.source": (config.data.source, ("synthetic", "tfds", "coco_json", "pascal_voc")),
         "data.sampling": (config.data.sampling, ("grid", "random")),
         "train.optimizer": (t.optimizer, ("sgd", "adam", "adamw")),
@@ -325,6 +338,12 @@ def validate(config: ExperimentConfig) -> None:
         if not ok:
             raise ConfigError(f"Config key {key!r}: {value!r} {rule}.")
 
+    check(0 < m.negative_iou <= m.positive_iou <= 1, "model.negative_iou / model.positive_iou",
+          (m.negative_iou, m.positive_iou), "must satisfy 0 < negative_iou <= positive_iou <= 1")
+    check(len(m.anchor_scales) >= 1 and min(m.anchor_scales) > 0, "model.anchor_scales", m.anchor_scales,
+          "must be a non-empty list of positive scales")
+    check(len(m.aspect_ratios) >= 1 and min(m.aspect_ratios) > 0, "model.aspect_ratios", m.aspect_ratios,
+          "must be a non-empty list of positive height / width ratios")
     check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
     check(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
     check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")

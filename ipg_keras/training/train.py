@@ -294,6 +294,8 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> keras.Model:
         model = IPGRetinaNet(
             **common, min_level=m.min_level, max_level=m.max_level, fpn_channels=m.fpn_channels,
             head_width=m.head_width, head_depth=m.head_depth, head_norm=m.head_norm, anchor_size=m.anchor_size,
+            anchor_scales=m.anchor_scales, aspect_ratios=m.aspect_ratios, positive_iou=m.positive_iou,
+            negative_iou=m.negative_iou, focal_alpha=m.focal_alpha, focal_gamma=m.focal_gamma,
             box_loss=m.box_loss, box_loss_weight=m.box_loss_weight,
         )
     elif m.type == "faster_rcnn":
@@ -566,6 +568,10 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
                  "on (LossScaleOptimizer)" if loss_scaled else "off")
 
     state = TrainingState(model, output / "checkpoints", worker)
+    if cfg.train.init_from and state.latest() is None:  # a resumed run continues from its own checkpoint
+        from ipg_keras.training.init_from import load_matching_weights
+
+        load_matching_weights(model, cfg.train.init_from)
     resumed_from = state.restore()
     if worker.multi_worker:
         chief_steps = int(round(chief_value(strategy, resumed_from)))
