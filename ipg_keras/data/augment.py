@@ -55,7 +55,8 @@ class AugmentConfig:
         input before scaling, covering a fraction of its area in crop_area_range
         with aspect ratio (w/h, log-uniform) in crop_aspect_range.
     brightness (max delta, fraction of 255), contrast, saturation (factor in
-        [1 - v, 1 + v]), hue (max delta, fraction of the hue circle): light
+        [1 - v, 1 + v]), hue (max delta, fraction of the hue circle),
+        channel_gain (per-channel factor in [1 - v, 1 + v], white balance):
         colour jitter; 0 disables each.
     min_visible: a box cut by a crop is kept when at least this fraction of its
         area stays in view.
@@ -72,6 +73,7 @@ class AugmentConfig:
     contrast: float = 0.1
     saturation: float = 0.1
     hue: float = 0.02
+    channel_gain: float = 0.0
     min_visible: float = 0.3
 
     def __post_init__(self):
@@ -267,12 +269,14 @@ _LUMA = _RGB_TO_YIQ[0]
 
 
 def color_jitter(image: tf.Tensor, seed, brightness: float = 0.1, contrast: float = 0.1,
-                 saturation: float = 0.1, hue: float = 0.02) -> tf.Tensor:
+                 saturation: float = 0.1, hue: float = 0.02, channel_gain: float = 0.0) -> tf.Tensor:
     """Light colour jitter of a float32 [H, W, 3] 0..255 image; boxes are unaffected.
 
     brightness: add U(-b, b) * 255; contrast: scale around the mean by U(1-c, 1+c);
     saturation: blend with the grey image by U(1-s, 1+s); hue: rotate the chroma
-    by U(-h, h) turns (in YIQ space). Saturation and hue are done as one 3x3
+    by U(-h, h) turns (in YIQ space); channel_gain: multiply each of R, G, B by
+    its own U(1-g, 1+g) (a white-balance shift, as between two flights or
+    sites of aerial imagery). Saturation and hue are done as one 3x3
     colour matrix instead of tf.image's HSV round trip, which costs ~10x more
     on CPU for the same light jitter.
     """
@@ -286,6 +290,9 @@ def color_jitter(image: tf.Tensor, seed, brightness: float = 0.1, contrast: floa
         yiq = tf.stack([tf.constant([1.0, 0.0, 0.0]), tf.stack([0.0, c, -s]), tf.stack([0.0, s, c])])
         m = tf.constant(_YIQ_TO_RGB) @ yiq @ tf.constant(_RGB_TO_YIQ)
         x = tf.reshape(tf.reshape(x, [-1, 3]) @ tf.transpose(m), tf.shape(x))
+    if channel_gain > 0:  # its own seed, so that the other draws stay as without it
+        gain_seed = tf.random.experimental.stateless_fold_in(_seed(seed), 5)
+        x = x * tf.random.stateless_uniform([3], gain_seed, 1.0 - channel_gain, 1.0 + channel_gain)
     if contrast > 0:
         f = tf.random.stateless_uniform([], seeds[1], 1.0 - contrast, 1.0 + contrast)
         mean = tf.reduce_mean(tf.tensordot(x, tf.constant(_LUMA), axes=1))
@@ -319,10 +326,10 @@ def augment_element(element: dict, seed, image_size: int, config: AugmentConfig 
     if config.rotate90 > 0:
         el = random_rotate90(el, seeds[6], config.rotate90)
         el["images"] = tf.ensure_shape(el["images"], [image_size, image_size, 3])
-    if max(config.brightness, config.contrast, config.saturation, config.hue) > 0:
+    if max(config.brightness, config.contrast, config.saturation, config.hue, config.channel_gain) > 0:
         el = dict(el)
         el["images"] = color_jitter(el["images"], seeds[5], config.brightness, config.contrast,
-                                    config.saturation, config.hue)
+                                    config.saturation, config.hue, config.channel_gain)
     return el
 
 

@@ -129,6 +129,7 @@ class DataConfig:
     contrast: float = 0.1
     saturation: float = 0.1
     hue: float = 0.02
+    channel_gain: float = 0.0
     shuffle_buffer: int = 1024
     cache: bool = False
 

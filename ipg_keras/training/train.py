@@ -227,7 +227,7 @@ def augment_config(d):
     return AugmentConfig(
         horizontal_flip=d.horizontal_flip, vertical_flip=d.vertical_flip, rotate90=d.rotate90,
         scale_range=tuple(d.scale_range), brightness=d.brightness, contrast=d.contrast,
-        saturation=d.saturation, hue=d.hue,
+        saturation=d.saturation, hue=d.hue, channel_gain=d.channel_gain,
     )
 
 

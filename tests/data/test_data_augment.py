@@ -144,6 +144,20 @@ def test_color_jitter_changes_colours_only():
                                resized["bounding_boxes"]["boxes"].numpy(), atol=1e-4)
 
 
+def test_channel_gain_scales_each_channel_by_its_own_factor():
+    image = tf.fill([8, 8, 3], 100.0)
+    out = color_jitter(image, _seed(4), brightness=0, contrast=0, saturation=0, hue=0, channel_gain=0.2).numpy()
+    gains = out[0, 0] / 100.0
+    np.testing.assert_allclose(out, np.broadcast_to(gains * 100.0, out.shape), rtol=1e-6)  # uniform per channel
+    assert np.all(np.abs(gains - 1) <= 0.2) and len(set(np.round(gains, 4))) == 3
+    # Off by default, and switching it on leaves the other draws as they were (its own seed).
+    rng = np.random.default_rng(1)
+    grey = tf.constant(np.repeat(rng.uniform(30, 220, (16, 16, 1)), 3, axis=-1).astype(np.float32))
+    base = color_jitter(grey, _seed(3), saturation=0, hue=0).numpy()
+    with_gain = color_jitter(grey, _seed(3), saturation=0, hue=0, channel_gain=1e-6).numpy()
+    np.testing.assert_allclose(with_gain, base, atol=1e-2)
+
+
 def test_resize_and_pad_scales_boxes_and_pads_bottom_right():
     el = _element()
     out, s = resize_and_pad(el, 50)
