@@ -136,10 +136,6 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    # A previous run to start from: a .keras file, or a run folder (its model.keras,
-    # else last.keras, else best.keras). Every weight whose name and shape match is
-    # loaded (backbone, FPN, heads); the log lists what was and what was not.
-    init_from: str | None = None
     epochs: int = 12
     steps_per_epoch: int | None = None  # None: dataset size // batch_size
     batch_size: int = 16  # GLOBAL batch, over all replicas; each replica gets batch_size / replicas
@@ -167,6 +163,10 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None  # resumable checkpoint every N steps (and at each epoch end)
     max_minutes: float | None = None  # stop training cleanly after this wall time
     verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
+    # A previous run to start from: a .keras file, or a run folder (its model.keras,
+    # else last.keras, else best.keras). Every weight whose name and shape match is
+    # loaded (backbone, FPN, heads); the log lists what was and what was not.
+    init_from: str | None = None
 
 
 @dataclass
