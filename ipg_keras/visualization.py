@@ -180,12 +180,15 @@ def save_detection_grid(images: Any, predictions: Any, path: str | Path,
     return path
 
 
-def plot_history(history_dict: Any, path: str | Path, title: str | None = None) -> Path:
+def plot_history(history_dict: Any, path: str | Path, title: str | None = None,
+                 x_values: Mapping[str, Sequence[float]] | None = None, x_label: str = "epoch") -> Path:
     """Plot loss curves (left) and other metrics (right) of a keras History; return the path.
 
     history_dict: a ``keras.callbacks.History`` or its ``.history`` dict {name: [values]}.
-    Series shorter than the longest (metrics computed every n epochs) are spread over
-    the run's epochs assuming evenly spaced evaluations ending at the last epoch.
+    x_values: optional {name: [x]} (e.g. training steps at which each value was
+    logged, labelled ``x_label``); a series without it that is shorter than the
+    longest (metrics computed every n epochs) is spread over the run's epochs
+    assuming evenly spaced evaluations ending at the last epoch.
     """
     # An explicit Agg canvas (no pyplot): works headless and leaves the user's backend alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -206,10 +209,12 @@ def plot_history(history_dict: Any, path: str | Path, title: str | None = None) 
         for key, values in sorted(group.items()):
             if len(values) == 0:
                 continue
-            step = n_epochs / len(values)
-            x = step * np.arange(1, len(values) + 1)
+            if x_values is not None and key in x_values and len(x_values[key]) == len(values):
+                x = np.asarray(x_values[key], np.float64)
+            else:
+                x = n_epochs / len(values) * np.arange(1, len(values) + 1)
             ax.plot(x, values, marker="o" if len(values) < 30 else None, markersize=3, label=key)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(x_label if x_values is not None else "epoch")
         ax.set_title(name)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)

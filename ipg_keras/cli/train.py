@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="run folder (default runs/<config name>)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set train.epochs=2 (repeatable)")
+    parser.add_argument("--check-anchors", action="store_true",
+                        help="print how the anchors fit the training boxes (best-anchor IoU, share without an "
+                             "anchor at model.positive_iou) and fitted anchors, then exit without training")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -49,6 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as error:
         print(f"ipg-train: {error}", file=sys.stderr)
         return 2
+    if args.check_anchors:
+        from ipg_keras.training.anchor_check import anchor_check_report
+
+        try:
+            text, _ = anchor_check_report(cfg)
+        except (ConfigError, ValueError, FileNotFoundError) as error:
+            print(f"ipg-train --check-anchors: {error}", file=sys.stderr)
+            return 2
+        print(text)
+        return 0
     output = args.output or os.path.join("runs", cfg.name)
     from ipg_keras.training.train import run  # TensorFlow starts here, not for --help or a bad config
 

@@ -18,7 +18,9 @@ from ipg_keras.data.augment import (
     color_jitter,
     random_crop,
     random_flip,
+    random_rotate90,
     resize_and_pad,
+    rotate90,
     scale_jitter,
 )
 from ipg_keras.data.image_files import IMAGE_EXTENSIONS, find_image_files, match_files, relative_names
@@ -31,7 +33,7 @@ from ipg_keras.data.pipeline import make_batches, make_eval_batches, to_original
 from ipg_keras.data.records import ImageRecord, ParsedDataset, records_to_dataset
 from ipg_keras.data.report import DataError, LoadReport
 from ipg_keras.data.tfds_loader import from_tfds
-from ipg_keras.data.tiling import TILE_ID_STRIDE, tile_dataset, tile_grid, tile_starts
+from ipg_keras.data.tiling import TILE_ID_STRIDE, random_tile, random_tiles, tile_dataset, tile_grid, tile_starts
 
 from ipg_keras.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from ipg_keras.data.synthetic import synthetic_dataset
@@ -69,10 +71,14 @@ __all__ = [
     "parse_voc_xml",
     "random_crop",
     "random_flip",
+    "random_rotate90",
+    "random_tile",
+    "random_tiles",
     "read_image",
     "records_to_dataset",
     "relative_names",
     "resize_and_pad",
+    "rotate90",
     "scale_jitter",
     "synthetic_dataset",
     "tile_dataset",

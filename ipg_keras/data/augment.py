@@ -44,6 +44,10 @@ class AugmentConfig:
 
     horizontal_flip / vertical_flip: probability of each flip (vertical flips
         suit aerial imagery, off by default).
+    rotate90: probability of a rotation by 90, 180 or 270 degrees (equally
+        likely); with both flips at 0.5 and rotate90 = 0.75 every one of the
+        8 orientations of the square (dihedral group) is equally likely.
+        Overhead imagery has no "up"; off by default.
     scale_range: RetinaNet-style scale jitter: the image is resized so that its
         long side is `r * image_size`, r ~ U(scale_range), then randomly
         cropped / zero-padded to image_size x image_size. (1, 1) = no jitter.
@@ -51,7 +55,8 @@ class AugmentConfig:
         input before scaling, covering a fraction of its area in crop_area_range
         with aspect ratio (w/h, log-uniform) in crop_aspect_range.
     brightness (max delta, fraction of 255), contrast, saturation (factor in
-        [1 - v, 1 + v]), hue (max delta, fraction of the hue circle): light
+        [1 - v, 1 + v]), hue (max delta, fraction of the hue circle),
+        channel_gain (per-channel factor in [1 - v, 1 + v], white balance):
         colour jitter; 0 disables each.
     min_visible: a box cut by a crop is kept when at least this fraction of its
         area stays in view.
@@ -59,6 +64,7 @@ class AugmentConfig:
 
     horizontal_flip: float = 0.5
     vertical_flip: float = 0.0
+    rotate90: float = 0.0
     scale_range: tuple[float, float] = (0.8, 1.25)
     crop_probability: float = 0.0
     crop_area_range: tuple[float, float] = (0.3, 1.0)
@@ -67,10 +73,11 @@ class AugmentConfig:
     contrast: float = 0.1
     saturation: float = 0.1
     hue: float = 0.02
+    channel_gain: float = 0.0
     min_visible: float = 0.3
 
     def __post_init__(self):
-        for name in ("horizontal_flip", "vertical_flip", "crop_probability", "min_visible"):
+        for name in ("horizontal_flip", "vertical_flip", "rotate90", "crop_probability", "min_visible"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {v}")
@@ -135,6 +142,48 @@ def random_flip(element: dict, seed, probability: float = 0.5, mode: str = "hori
     return out
 
 
+def rotate90(element: dict, k: int | tf.Tensor) -> dict:
+    """Rotate image and boxes by `k` quarter turns counter-clockwise (`tf.image.rot90`'s direction).
+
+    One quarter turn maps the pixel at (x, y) of an image of width W to
+    (y, W - x), and the image becomes W high and H wide; a box
+    (x1, y1, x2, y2) becomes (y1, W - x2, y2, W - x1). Works for any H, W
+    (non-square images swap their sides); `k` may be a tensor.
+    """
+    image = tf.cast(element["images"], tf.float32)
+    boxes = tf.cast(element["bounding_boxes"]["boxes"], tf.float32)
+    k = tf.math.floormod(tf.cast(k, tf.int32), 4)
+
+    def turn(image, boxes):
+        w = tf.cast(tf.shape(image)[1], tf.float32)
+        x1, y1, x2, y2 = tf.unstack(boxes, 4, axis=-1)
+        return tf.image.rot90(image), tf.stack([y1, w - x2, y2, w - x1], axis=-1)
+
+    def branch(n):
+        def fn():
+            img, bx = image, boxes
+            for _ in range(n):
+                img, bx = turn(img, bx)
+            return tf.ensure_shape(img, [None, None, 3]), bx
+        return fn
+
+    new_image, new_boxes = tf.switch_case(k, [branch(n) for n in range(4)])
+    out = dict(element)
+    out["images"] = new_image
+    bb = dict(element["bounding_boxes"])
+    bb["boxes"] = tf.ensure_shape(new_boxes, [None, 4])
+    out["bounding_boxes"] = bb
+    return out
+
+
+def random_rotate90(element: dict, seed, probability: float = 0.75) -> dict:
+    """With `probability`, rotate by 1, 2 or 3 quarter turns (equally likely); see `rotate90`."""
+    s1, s2 = tf.unstack(tf.random.experimental.stateless_split(_seed(seed), 2))
+    do_turn = tf.random.stateless_uniform([], s1) < probability
+    k = tf.random.stateless_uniform([], s2, 1, 4, dtype=tf.int32)
+    return rotate90(element, tf.where(do_turn, k, 0))
+
+
 def resize_and_pad(element: dict, image_size: int) -> tuple[dict, tf.Tensor]:
     """Aspect-preserving resize to fit image_size, then zero-pad bottom/right to a square.
 
@@ -147,7 +196,9 @@ def resize_and_pad(element: dict, image_size: int) -> tuple[dict, tf.Tensor]:
     s = tf.cast(image_size, tf.float32) / tf.reduce_max(shape)
     new = tf.maximum(tf.cast(tf.round(shape * s), tf.int32), 1)
     new = tf.minimum(new, image_size)
-    resized = _resize(image, new, s)
+    unchanged = tf.reduce_all(new == tf.shape(image)[:2])
+    resized = tf.cond(unchanged, lambda: tf.cast(image, tf.float32),
+                      lambda: tf.cast(_resize(image, new, s), tf.float32))
     padded = tf.image.pad_to_bounding_box(resized, 0, 0, image_size, image_size)
     out = dict(element)
     out["images"] = tf.ensure_shape(padded, [image_size, image_size, 3])
@@ -218,12 +269,14 @@ _LUMA = _RGB_TO_YIQ[0]
 
 
 def color_jitter(image: tf.Tensor, seed, brightness: float = 0.1, contrast: float = 0.1,
-                 saturation: float = 0.1, hue: float = 0.02) -> tf.Tensor:
+                 saturation: float = 0.1, hue: float = 0.02, channel_gain: float = 0.0) -> tf.Tensor:
     """Light colour jitter of a float32 [H, W, 3] 0..255 image; boxes are unaffected.
 
     brightness: add U(-b, b) * 255; contrast: scale around the mean by U(1-c, 1+c);
     saturation: blend with the grey image by U(1-s, 1+s); hue: rotate the chroma
-    by U(-h, h) turns (in YIQ space). Saturation and hue are done as one 3x3
+    by U(-h, h) turns (in YIQ space); channel_gain: multiply each of R, G, B by
+    its own U(1-g, 1+g) (a white-balance shift, as between two flights or
+    sites of aerial imagery). Saturation and hue are done as one 3x3
     colour matrix instead of tf.image's HSV round trip, which costs ~10x more
     on CPU for the same light jitter.
     """
@@ -237,6 +290,9 @@ def color_jitter(image: tf.Tensor, seed, brightness: float = 0.1, contrast: floa
         yiq = tf.stack([tf.constant([1.0, 0.0, 0.0]), tf.stack([0.0, c, -s]), tf.stack([0.0, s, c])])
         m = tf.constant(_YIQ_TO_RGB) @ yiq @ tf.constant(_RGB_TO_YIQ)
         x = tf.reshape(tf.reshape(x, [-1, 3]) @ tf.transpose(m), tf.shape(x))
+    if channel_gain > 0:  # its own seed, so that the other draws stay as without it
+        gain_seed = tf.random.experimental.stateless_fold_in(_seed(seed), 5)
+        x = x * tf.random.stateless_uniform([3], gain_seed, 1.0 - channel_gain, 1.0 + channel_gain)
     if contrast > 0:
         f = tf.random.stateless_uniform([], seeds[1], 1.0 - contrast, 1.0 + contrast)
         mean = tf.reduce_mean(tf.tensordot(x, tf.constant(_LUMA), axes=1))
@@ -247,25 +303,33 @@ def color_jitter(image: tf.Tensor, seed, brightness: float = 0.1, contrast: floa
 
 
 def augment_element(element: dict, seed, image_size: int, config: AugmentConfig = AugmentConfig()) -> dict:
-    """Full training augmentation: [random crop] -> scale jitter to image_size -> flips -> colour.
+    """Full training augmentation: [random crop] -> scale jitter to image_size -> flips -> 90° turns -> colour.
 
     Output image is [image_size, image_size, 3]; boxes follow every step.
+    With `scale_range` (1, 1) the image is only resized to fit and padded
+    (`resize_and_pad`), e.g. for windows that `random_tiles` already scaled.
     """
-    seeds = tf.unstack(tf.random.experimental.stateless_split(_seed(seed), 6))
+    seeds = tf.unstack(tf.random.experimental.stateless_split(_seed(seed), 7))
     el = element
     if config.crop_probability > 0:
         do_crop = tf.random.stateless_uniform([], seeds[0]) < config.crop_probability
         cropped = random_crop(el, seeds[1], config.crop_area_range, config.crop_aspect_range, config.min_visible)
         el = _cond_element(do_crop, cropped, el)
-    el = scale_jitter(el, seeds[2], image_size, config.scale_range, config.min_visible)
+    if tuple(config.scale_range) == (1.0, 1.0):
+        el, _ = resize_and_pad(el, image_size)
+    else:
+        el = scale_jitter(el, seeds[2], image_size, config.scale_range, config.min_visible)
     if config.horizontal_flip > 0:
         el = random_flip(el, seeds[3], config.horizontal_flip, "horizontal")
     if config.vertical_flip > 0:
         el = random_flip(el, seeds[4], config.vertical_flip, "vertical")
-    if max(config.brightness, config.contrast, config.saturation, config.hue) > 0:
+    if config.rotate90 > 0:
+        el = random_rotate90(el, seeds[6], config.rotate90)
+        el["images"] = tf.ensure_shape(el["images"], [image_size, image_size, 3])
+    if max(config.brightness, config.contrast, config.saturation, config.hue, config.channel_gain) > 0:
         el = dict(el)
         el["images"] = color_jitter(el["images"], seeds[5], config.brightness, config.contrast,
-                                    config.saturation, config.hue)
+                                    config.saturation, config.hue, config.channel_gain)
     return el
 
 

@@ -233,12 +233,15 @@ class ChiefCOCOMetrics(COCOMetricsCallback):
 
     Adds `val_AP`, `val_AP50`, ... to the epoch logs (so callbacks after this
     one, such as the best-model checkpoint, see them). Other workers skip it.
+    `evaluate_fn` replaces the evaluation of `dataset` (sliced evaluation of
+    whole large images, see `COCOMetricsCallback`).
     """
 
     def __init__(self, dataset, every_n_epochs: int, predict_fn: Callable, worker: WorkerContext,
-                 num_classes: int | None = None, class_names=None, prefix: str = "val_"):
+                 num_classes: int | None = None, class_names=None, prefix: str = "val_",
+                 evaluate_fn: Callable[[], dict] | None = None):
         super().__init__(dataset, every_n_epochs=every_n_epochs, prefix=prefix, num_classes=num_classes,
-                         class_names=class_names, predict_fn=predict_fn)
+                         class_names=class_names, predict_fn=predict_fn, evaluate_fn=evaluate_fn)
         self.worker = worker
 
     def on_epoch_end(self, epoch, logs=None):
@@ -363,6 +366,12 @@ def history_series(records: list[dict]) -> dict[str, list[float]]:
     for record in records:
         keys += [k for k in record if k not in keys and k not in ("epoch", "steps_done", "time")]
     return {k: [r[k] for r in records if k in r] for k in keys}
+
+
+def history_steps(records: list[dict]) -> dict[str, list[int]]:
+    """`{metric: [steps_done]}`: the training step at which each value of `history_series` was logged."""
+    series = history_series(records)
+    return {k: [int(r.get("steps_done", r["epoch"])) for r in records if k in r] for k in series}
 
 
 def write_history_csv(records: list[dict], path: str | Path) -> None:

@@ -63,6 +63,13 @@ class ModelConfig:
     # FrozenBN for ImageNet-pretrained backbones with few images per device).
     batchnorm: str = "train"
     anchor_size: float | None = None  # x the level's stride; None: the detector's (RetinaNet 4, Faster R-CNN 8)
+    # RetinaNet anchors and matching (see `ipg-train CONFIG --check-anchors` for how they fit the boxes)
+    anchor_scales: list[float] = field(default_factory=lambda: [1.0, 2 ** (1 / 3), 2 ** (2 / 3)])
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # height / width
+    positive_iou: float = 0.5
+    negative_iou: float = 0.4
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
     box_loss: str = "smooth_l1"
     box_loss_weight: float = 1.0
     score_threshold: float = 0.05
@@ -103,12 +110,29 @@ class DataConfig:
     tile_size: int | None = None
     tile_overlap: float = 0.25
     min_visible: float = 0.5
+    # Training windows of large images: "grid" (the fixed tiles of tile_size /
+    # tile_overlap, tile_dataset) or "random" (random_tiles: new random windows
+    # every pass, scale jitter scale_range applied when cutting them).
+    sampling: str = "grid"
+    tiles_per_image: int | None = None  # random: windows per image and pass; None: as many as the grid has
     # pipeline
     # Pad (and truncate) targets to exactly this many boxes per image: static
     # shapes, so XLA (train.jit_compile) compiles the step once. None: pad to the
     # largest count in each batch (100 with train.jit_compile or strategy tpu).
     max_boxes: int | None = None
     augment: bool = True
+    # Augmentation (data.augment: true), see ipg_keras.data.AugmentConfig: probabilities
+    # of each flip and of a 90/180/270 degree turn; scale jitter range (output / input
+    # pixels); colour jitter magnitudes (0 turns each off).
+    horizontal_flip: float = 0.5
+    vertical_flip: float = 0.0
+    rotate90: float = 0.0
+    scale_range: list[float] = field(default_factory=lambda: [0.8, 1.25])
+    brightness: float = 0.1
+    contrast: float = 0.1
+    saturation: float = 0.1
+    hue: float = 0.02
+    channel_gain: float = 0.0
     shuffle_buffer: int = 1024
     cache: bool = False
 
@@ -142,6 +166,10 @@ class TrainConfig:
     checkpoint_every_steps: int | None = None  # resumable checkpoint every N steps (and at each epoch end)
     max_minutes: float | None = None  # stop training cleanly after this wall time
     verbose: int = 1  # Keras progress bar: 0 silent, 1 bar, 2 one line per epoch
+    # A previous run to start from: a .keras file, or a run folder (its model.keras,
+    # else last.keras, else best.keras). Every weight whose name and shape match is
+    # loaded (backbone, FPN, heads); the log lists what was and what was not.
+    init_from: str | None = None
 
 
 @dataclass
@@ -290,7 +318,10 @@ def validate(config: ExperimentConfig) -> None:
         "model.type": (m.type, ("retinanet", "faster_rcnn")),
         "model.backbone": (m.backbone, ("resnet18", "resnet34", "resnet50", "resnet101")),
         "model.batchnorm": (m.batchnorm, ("train", "sync", "frozen")),
+        "model.head_norm": (m.head_norm, (None, "group")),
+        "model.box_loss": (m.box_loss, ("smooth_l1", "giou")),
         "data.source": (config.data.source, ("synthetic", "tfds", "coco_json", "pascal_voc")),
+        "data.sampling": (config.data.sampling, ("grid", "random")),
         "train.optimizer": (t.optimizer, ("sgd", "adam", "adamw")),
         "train.schedule": (t.schedule, ("step", "cosine", "constant")),
         "train.strategy": (t.strategy, ("default", "mirrored", "multi_worker", "tpu")),
@@ -321,6 +352,12 @@ def validate(config: ExperimentConfig) -> None:
         if not ok:
             raise ConfigError(f"Config key {key!r}: {value!r} {rule}.")
 
+    check(0 < m.negative_iou <= m.positive_iou <= 1, "model.negative_iou / model.positive_iou",
+          (m.negative_iou, m.positive_iou), "must satisfy 0 < negative_iou <= positive_iou <= 1")
+    check(len(m.anchor_scales) >= 1 and min(m.anchor_scales) > 0, "model.anchor_scales", m.anchor_scales,
+          "must be a non-empty list of positive scales")
+    check(len(m.aspect_ratios) >= 1 and min(m.aspect_ratios) > 0, "model.aspect_ratios", m.aspect_ratios,
+          "must be a non-empty list of positive height / width ratios")
     check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
     check(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
     check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")
@@ -343,6 +380,15 @@ def validate(config: ExperimentConfig) -> None:
     if t.strategy == "mirrored" and t.cpu_devices:
         check(t.batch_size % t.cpu_devices == 0, "train.batch_size", t.batch_size,
               f"(the global batch) is not divisible by train.cpu_devices={t.cpu_devices} replicas")
+    d = config.data
+    for key in ("horizontal_flip", "vertical_flip", "rotate90"):
+        check(0 <= getattr(d, key) <= 1, f"data.{key}", getattr(d, key), "must be a probability in [0, 1]")
+    check(len(d.scale_range) == 2 and 0 < d.scale_range[0] <= d.scale_range[1], "data.scale_range",
+          d.scale_range, "must be [low, high] with 0 < low <= high")
+    check(0 <= d.hue <= 0.5, "data.hue", d.hue, "must be in [0, 0.5]")
+    check(d.sampling == "grid" or d.tile_size, "data.sampling", d.sampling, "needs data.tile_size")
+    check(d.tiles_per_image is None or d.tiles_per_image >= 1, "data.tiles_per_image", d.tiles_per_image,
+          "must be >= 1 or null")
     check(config.eval.every_n_epochs >= 0, "eval.every_n_epochs", config.eval.every_n_epochs, "must be >= 0")
     check(config.eval.batch_size >= 1, "eval.batch_size", config.eval.batch_size, "must be >= 1")
     check_keys_apply(config)
@@ -353,7 +399,10 @@ def validate(config: ExperimentConfig) -> None:
 # silently ignore it. See `check_keys_apply`.
 FASTER_RCNN_ONLY = ("rpn_head_width", "roi_head_width", "num_rois", "pre_nms_topk_train", "post_nms_topk_train",
                     "pre_nms_topk_test", "post_nms_topk_test")
-RETINANET_ONLY = ("head_width", "head_depth", "head_norm", "box_loss", "box_loss_weight")
+RETINANET_ONLY = ("head_width", "head_depth", "head_norm", "box_loss", "box_loss_weight", "anchor_scales",
+                  "aspect_ratios", "positive_iou", "negative_iou", "focal_alpha", "focal_gamma")
+AUGMENT_KEYS = ("horizontal_flip", "vertical_flip", "rotate90", "scale_range", "brightness", "contrast",
+                "saturation", "hue", "channel_gain")
 SYNTHETIC_ONLY = ("num_train_images", "num_val_images", "min_object_size", "max_object_size", "max_objects")
 _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
     *[(f"model.{k}", lambda c: c.model.type == "retinanet", "model.type=retinanet", ()) for k in RETINANET_ONLY],
@@ -367,7 +416,10 @@ _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
     ("data.class_names", lambda c: c.data.source == "pascal_voc",
      "data.source=pascal_voc (COCO JSON, TFDS and synthetic data name their own classes)", ()),
     *[(f"data.{k}", lambda c: c.data.tile_size is not None, "data.tile_size set", ())
-      for k in ("tile_overlap", "min_visible")],
+      for k in ("tile_overlap", "min_visible", "sampling")],
+    ("data.tiles_per_image", lambda c: c.data.tile_size is not None and c.data.sampling == "random",
+     "data.tile_size set and data.sampling=random", ()),
+    *[(f"data.{k}", lambda c: bool(c.data.augment), "data.augment=true", ()) for k in AUGMENT_KEYS],
     ("train.momentum", lambda c: c.train.optimizer == "sgd", "train.optimizer=sgd", ()),
     ("train.weight_decay", lambda c: c.train.optimizer in ("sgd", "adamw"), "train.optimizer=sgd|adamw", (0.0,)),
     *[(f"train.{k}", lambda c: c.train.schedule == "step", "train.schedule=step", ())

@@ -10,6 +10,7 @@ output folder resumes from `<output>/checkpoints`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -37,6 +38,7 @@ from ipg_keras.training.callbacks import (
     WorkerContext,
     chief_value,
     history_series,
+    history_steps,
     make_predict_fn,
     read_history,
     save_model_file,
@@ -192,7 +194,21 @@ def batch_train(cfg: ExperimentConfig, elements, multi_worker: bool = False, sta
     from ipg_keras.data import make_batches
 
     d = cfg.data
-    if d.tile_size:
+    augment = augment_config(d) if d.augment else False
+    cache = d.cache
+    if d.tile_size and d.sampling == "random":
+        from ipg_keras.data import random_tiles
+
+        if cache:  # the decoded large images, before the windows (new ones every pass)
+            elements = elements.cache()
+            cache = False
+        scale_range = tuple(d.scale_range) if d.augment else (1.0, 1.0)
+        elements = random_tiles(elements, d.tile_size, tiles_per_image=d.tiles_per_image,
+                                overlap=tile_overlap_pixels(d), scale_range=scale_range,
+                                min_visible=d.min_visible, seed=cfg.train.seed)
+        if augment:  # the windows are already scaled
+            augment = dataclasses.replace(augment, scale_range=(1.0, 1.0))
+    elif d.tile_size:
         from ipg_keras.data import tile_dataset
 
         elements = tile_dataset(elements, tile_size=d.tile_size, overlap=tile_overlap_pixels(d), min_visible=d.min_visible)
@@ -200,8 +216,8 @@ def batch_train(cfg: ExperimentConfig, elements, multi_worker: bool = False, sta
     if max_boxes is None and (cfg.train.jit_compile or cfg.train.strategy == "tpu"):
         max_boxes = 100  # XLA compiles one program per input shape: keep the target shape fixed
     ds = make_batches(
-        elements, cfg.train.batch_size, d.image_size, augment=d.augment,
-        shuffle=d.shuffle_buffer or False, cache=d.cache, seed=cfg.train.seed, repeat=True,
+        elements, cfg.train.batch_size, d.image_size, augment=augment,
+        shuffle=d.shuffle_buffer or False, cache=cache, seed=cfg.train.seed, repeat=True,
         drop_remainder=True, max_boxes=max_boxes, skip=start_step,
     )
     if multi_worker:
@@ -211,6 +227,17 @@ def batch_train(cfg: ExperimentConfig, elements, multi_worker: bool = False, sta
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         ds = ds.with_options(options)
     return ds
+
+
+def augment_config(d):
+    """The `AugmentConfig` of the `data` section (flips, 90° turns, scale and colour jitter)."""
+    from ipg_keras.data import AugmentConfig
+
+    return AugmentConfig(
+        horizontal_flip=d.horizontal_flip, vertical_flip=d.vertical_flip, rotate90=d.rotate90,
+        scale_range=tuple(d.scale_range), brightness=d.brightness, contrast=d.contrast,
+        saturation=d.saturation, hue=d.hue, channel_gain=d.channel_gain,
+    )
 
 
 def tile_overlap_pixels(d) -> int:
@@ -224,6 +251,32 @@ def batch_eval(cfg: ExperimentConfig, elements):
     if cfg.eval.max_images:
         elements = elements.take(cfg.eval.max_images)
     return make_batches(elements, cfg.eval.batch_size, cfg.data.image_size, augment=False, cache=True)
+
+
+def make_sliced_evaluate_fn(cfg: ExperimentConfig, val_elements, predict_fn, num_classes: int, class_names,
+                            verbose: bool = False):
+    """`() -> COCO metrics` of the whole validation images (at most `eval.max_images`), each
+    predicted by sliced inference with the training tiles' size and overlap.
+
+    The images are decoded once, on the first call, and kept in memory: a
+    periodic evaluation then costs only the tiles' forward passes and COCOeval.
+    """
+    from ipg_keras.evaluation import evaluate_sliced
+
+    cache: list = []
+
+    def evaluate() -> dict[str, float]:
+        if not cache:
+            elements = val_elements.take(cfg.eval.max_images) if cfg.eval.max_images else val_elements
+            cache.extend(elements.as_numpy_iterator())
+        return evaluate_sliced(
+            predict_fn, cache, tile_size=cfg.data.tile_size, overlap=tile_overlap_pixels(cfg.data),
+            batch_size=cfg.eval.batch_size, num_classes=num_classes, class_names=class_names,
+            score_threshold=cfg.model.score_threshold, iou_threshold=cfg.model.nms_iou_threshold,
+            max_detections=cfg.model.max_detections, verbose=verbose,
+        )
+
+    return evaluate
 
 
 # ---------------------------------------------------------------------- model
@@ -252,6 +305,8 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> keras.Model:
         model = IPGRetinaNet(
             **common, min_level=m.min_level, max_level=m.max_level, fpn_channels=m.fpn_channels,
             head_width=m.head_width, head_depth=m.head_depth, head_norm=m.head_norm,
+            anchor_scales=m.anchor_scales, aspect_ratios=m.aspect_ratios, positive_iou=m.positive_iou,
+            negative_iou=m.negative_iou, focal_alpha=m.focal_alpha, focal_gamma=m.focal_gamma,
             box_loss=m.box_loss, box_loss_weight=m.box_loss_weight,
         )
     elif m.type == "faster_rcnn":
@@ -545,6 +600,10 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
                  "on (LossScaleOptimizer)" if loss_scaled else "off")
 
     state = TrainingState(model, output / "checkpoints", worker)
+    if cfg.train.init_from and state.latest() is None:  # a resumed run continues from its own checkpoint
+        from ipg_keras.training.init_from import load_matching_weights
+
+        load_matching_weights(model, cfg.train.init_from)
     resumed_from = state.restore()
     if worker.multi_worker:
         chief_steps = int(round(chief_value(strategy, resumed_from)))
@@ -562,8 +621,13 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
         StepCheckpoint(state, steps, total_steps, cfg.train.checkpoint_every_steps, output / "progress.json"),
     ]
     if cfg.eval.every_n_epochs:
+        evaluate_fn = None
+        if cfg.data.tile_size and worker.is_chief:
+            # Large images: each whole validation image by sliced inference, as at the end.
+            evaluate_fn = make_sliced_evaluate_fn(cfg, val_elements, predict_fn, num_classes, class_names)
         callbacks.append(ChiefCOCOMetrics(val_ds, cfg.eval.every_n_epochs, predict_fn, worker,
-                                          num_classes=num_classes, class_names=class_names))
+                                          num_classes=num_classes, class_names=class_names,
+                                          evaluate_fn=evaluate_fn))
     if worker.is_chief:
         if cfg.eval.every_n_epochs:  # after ChiefCOCOMetrics: it reads val_AP from the logs
             callbacks.append(BestCheckpoint(output / "best.keras", monitor="val_AP", mode="max"))
@@ -631,20 +695,14 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
         write_history_csv(records, output / "history.csv")
         series = history_series(records)
         shown = {k: v for k, v in series.items() if "loss" in k or k in PLOTTED_METRICS}
-        plot_history(shown, output / "training_curves.png", title=cfg.name)
+        plot_history(shown, output / "training_curves.png", title=cfg.name, x_values=history_steps(records),
+                     x_label="training step")
 
     metrics = {}
     if cfg.eval.at_end and cfg.data.tile_size:
         # Large images: evaluate each whole validation image by sliced inference.
-        from ipg_keras.evaluation import evaluate_sliced
-
-        eval_elements = val_elements.take(cfg.eval.max_images) if cfg.eval.max_images else val_elements
-        metrics = evaluate_sliced(
-            predict_fn, eval_elements.as_numpy_iterator(), tile_size=cfg.data.tile_size,
-            overlap=tile_overlap_pixels(cfg.data), batch_size=cfg.eval.batch_size, num_classes=num_classes,
-            class_names=class_names, score_threshold=cfg.model.score_threshold,
-            iou_threshold=cfg.model.nms_iou_threshold, max_detections=cfg.model.max_detections,
-        )
+        metrics = make_sliced_evaluate_fn(cfg, val_elements, predict_fn, num_classes, class_names,
+                                          verbose=True)()
     elif cfg.eval.at_end:
         metrics = evaluate_model(model, val_ds, num_classes=num_classes, class_names=class_names, verbose=True,
                                  predict_fn=predict_fn)

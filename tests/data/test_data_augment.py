@@ -15,7 +15,9 @@ from ipg_keras.data import (
     color_jitter,
     random_crop,
     random_flip,
+    random_rotate90,
     resize_and_pad,
+    rotate90,
     scale_jitter,
 )
 
@@ -107,7 +109,8 @@ def test_random_crop_keeps_masks_in_boxes(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_full_augmentation_geometry(seed):
-    config = AugmentConfig(horizontal_flip=0.5, vertical_flip=0.5, scale_range=(0.6, 1.6), crop_probability=0.5,
+    config = AugmentConfig(horizontal_flip=0.5, vertical_flip=0.5, rotate90=0.75, scale_range=(0.6, 1.6),
+                           crop_probability=0.5,
                            brightness=0, contrast=0, saturation=0, hue=0, min_visible=0.3)
     out = augment_element(_element(), _seed(seed), 96, config)
     assert out["images"].shape == (96, 96, 3)
@@ -141,6 +144,20 @@ def test_color_jitter_changes_colours_only():
                                resized["bounding_boxes"]["boxes"].numpy(), atol=1e-4)
 
 
+def test_channel_gain_scales_each_channel_by_its_own_factor():
+    image = tf.fill([8, 8, 3], 100.0)
+    out = color_jitter(image, _seed(4), brightness=0, contrast=0, saturation=0, hue=0, channel_gain=0.2).numpy()
+    gains = out[0, 0] / 100.0
+    np.testing.assert_allclose(out, np.broadcast_to(gains * 100.0, out.shape), rtol=1e-6)  # uniform per channel
+    assert np.all(np.abs(gains - 1) <= 0.2) and len(set(np.round(gains, 4))) == 3
+    # Off by default, and switching it on leaves the other draws as they were (its own seed).
+    rng = np.random.default_rng(1)
+    grey = tf.constant(np.repeat(rng.uniform(30, 220, (16, 16, 1)), 3, axis=-1).astype(np.float32))
+    base = color_jitter(grey, _seed(3), saturation=0, hue=0).numpy()
+    with_gain = color_jitter(grey, _seed(3), saturation=0, hue=0, channel_gain=1e-6).numpy()
+    np.testing.assert_allclose(with_gain, base, atol=1e-2)
+
+
 def test_resize_and_pad_scales_boxes_and_pads_bottom_right():
     el = _element()
     out, s = resize_and_pad(el, 50)
@@ -156,3 +173,67 @@ def test_augment_config_validation():
         AugmentConfig(horizontal_flip=1.5)
     with pytest.raises(ValueError, match="scale_range"):
         AugmentConfig(scale_range=(2.0, 1.0))
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_rotate90_of_a_non_square_image_moves_boxes_exactly(k):
+    el = _element()  # 60 high, 100 wide
+    out = rotate90(el, k)
+    img = out["images"].numpy()
+    np.testing.assert_array_equal(img, np.rot90(el["images"].numpy(), k))  # counter-clockwise, as tf/numpy
+    assert img.shape == ((H, W, 3) if k % 2 == 0 else (W, H, 3))
+    boxes = out["bounding_boxes"]["boxes"].numpy()
+    # Exact: drawing the turned boxes on a blank image of the turned size gives the turned image.
+    np.testing.assert_allclose(boxes, np.round(boxes), atol=1e-4)
+    np.testing.assert_array_equal(render_masks(np.round(boxes), img.shape[0], img.shape[1]), img)
+    np.testing.assert_array_equal(out["bounding_boxes"]["classes"].numpy(), np.arange(len(BOXES)))
+    check_masks_follow_boxes(out, tol=0.0, fill=1.0)
+    if k == 1:  # one quarter turn: (x1, y1, x2, y2) -> (y1, W - x2, y2, W - x1)
+        np.testing.assert_allclose(boxes[0], [4, W - 22, 16, W - 6])
+
+
+def test_random_rotate90_draws_all_turns_and_is_seeded():
+    el = _element()
+    turns = []
+    for i in range(24):
+        out = random_rotate90(el, _seed(i), probability=0.75)
+        check_masks_follow_boxes(out, tol=0.0, fill=1.0)
+        img = out["images"].numpy()
+        turn = [k for k in range(4) if img.shape == np.rot90(el["images"].numpy(), k).shape
+                and np.array_equal(img, np.rot90(el["images"].numpy(), k))]
+        assert len(turn) == 1
+        turns.append(turn[0])
+        np.testing.assert_array_equal(random_rotate90(el, _seed(i), 0.75)["images"].numpy(), img)
+    assert set(turns) == {0, 1, 2, 3}
+    for i in range(3):  # probability 0: never turned
+        np.testing.assert_array_equal(random_rotate90(el, _seed(i), 0.0)["images"].numpy(), el["images"].numpy())
+
+
+def test_augmented_batch_matches_the_transformed_ground_truth(tmp_path):
+    """One batch of make_batches with every geometric augmentation for overhead imagery on (flips on both
+    axes, 90° turns, scale jitter): every box of the batch is drawn as its mask, and each mask lies in
+    (and fills) its box. The batch is also drawn to a PNG with the boxes, for a human look."""
+    from ipg_keras.data import make_batches
+    from ipg_keras.visualization import save_detection_grid
+
+    config = AugmentConfig(horizontal_flip=0.5, vertical_flip=0.5, rotate90=0.75, scale_range=(0.7, 1.4),
+                           brightness=0, contrast=0, saturation=0, hue=0, min_visible=0.3)
+    el = _element()
+    ds = tf.data.Dataset.from_tensors(el).repeat(8)
+    images, targets = next(iter(make_batches(ds, 8, 96, augment=config, seed=3)))
+    orientations = set()
+    for i in range(8):
+        keep = targets["classes"][i].numpy() >= 0
+        classes = targets["classes"][i].numpy()[keep]
+        out = {"images": images[i], "bounding_boxes": {
+            "boxes": tf.constant(targets["boxes"][i].numpy()[keep]), "classes": tf.constant(classes),
+            "difficult": tf.constant(np.isin(classes, [1, 3]))}}
+        check_masks_follow_boxes(out, tol=1.0, fill=0.9)
+        if {0, 1} <= set(classes):  # where object 1 lies relative to object 0 tells the orientation
+            b = targets["boxes"][i].numpy()
+            c0, c1 = b[list(classes).index(0)], b[list(classes).index(1)]
+            orientations.add((np.sign(c1[0] - c0[0]), np.sign(c1[1] - c0[1]), (c1[2] - c1[0]) > (c1[3] - c1[1])))
+    assert len(orientations) >= 3  # the batch really holds different flips / turns
+    path = save_detection_grid(images.numpy(), None, tmp_path / "batch.png", class_names=None,
+                               ground_truths={k: v.numpy() for k, v in targets.items()})
+    assert path.stat().st_size > 0

@@ -7,7 +7,9 @@ import pytest
 import tensorflow as tf
 
 from data_helpers import trees  # noqa: F401 (pytest fixture)
-from ipg_keras.data import TILE_ID_STRIDE, from_pascal_voc, tile_dataset, tile_grid, tile_starts
+from ipg_keras.data import (
+    TILE_ID_STRIDE, from_pascal_voc, random_tile, random_tiles, tile_dataset, tile_grid, tile_starts,
+)
 
 
 def _element(h, w, boxes, classes=None, flags=None):
@@ -105,3 +107,74 @@ def test_trees_400px_tiles_with_overlap_cover_all_boxes(trees):
         n_tiles += 1
     assert n_tiles == len(grid) == 20
     assert {tuple(b) for b in rec.boxes.round(3).tolist()} <= found
+
+
+# Random windows: a 100 x 150 image whose pixel (x, y) holds (x, y, 7), so a tile tells where it was cut.
+RANDOM_BOXES = np.asarray([[10, 10, 30, 24], [60, 40, 90, 70], [120, 5, 148, 35], [20, 60, 50, 98],
+                           [70, 80, 110, 100]], np.float32)
+
+
+def _coordinate_element():
+    ys, xs = np.mgrid[0:100, 0:150].astype(np.float32)
+    image = np.stack([xs, ys, np.full_like(xs, 7.0)], axis=-1)
+    bb = {"boxes": tf.constant(RANDOM_BOXES), "classes": tf.range(5, dtype=tf.int32),
+          "difficult": tf.constant([False, True, False, True, False])}
+    return {"images": tf.constant(image), "bounding_boxes": bb, "image_id": tf.constant(9, tf.int64)}
+
+
+def _expected_boxes(ox, oy, side, min_visible, scale):
+    """The min_visible rule of tile_dataset, in numpy: shift, clip to the window, keep >= min_visible."""
+    shifted = RANDOM_BOXES - np.asarray([ox, oy, ox, oy], np.float32)
+    clipped = np.clip(shifted, 0, side)
+    area = lambda b: np.maximum(b[:, 2] - b[:, 0], 0) * np.maximum(b[:, 3] - b[:, 1], 0)  # noqa: E731
+    keep = (area(clipped) > 0) & (area(clipped) >= min_visible * area(shifted))
+    return clipped[keep] * scale, np.flatnonzero(keep)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_tile_at_scale_one_is_a_window_with_the_min_visible_rule(seed):
+    el = _coordinate_element()
+    tile = random_tile(el, tf.constant([seed, 11], tf.int64), 40, (1.0, 1.0), min_visible=0.5)
+    img = tile["images"].numpy()
+    ox, oy = int(img[0, 0, 0]), int(img[0, 0, 1])
+    np.testing.assert_array_equal(img, el["images"].numpy()[oy:oy + 40, ox:ox + 40])
+    boxes, kept = _expected_boxes(ox, oy, 40, 0.5, 1.0)
+    np.testing.assert_allclose(tile["bounding_boxes"]["boxes"].numpy(), boxes.reshape(-1, 4), atol=1e-5)
+    np.testing.assert_array_equal(tile["bounding_boxes"]["classes"].numpy(), kept)
+    np.testing.assert_array_equal(tile["bounding_boxes"]["difficult"].numpy(), np.isin(kept, [1, 3]))
+    assert int(tile["image_id"]) == 9
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_tile_scale_jitter_scales_window_and_boxes_together(seed):
+    el = _coordinate_element()
+    tile = random_tile(el, tf.constant([seed, 5], tf.int64), 40, (0.5, 0.5), min_visible=0.3)
+    img = tile["images"].numpy()
+    assert img.shape == (40, 40, 3)
+    # Output pixel j shows image pixel ox + 2 j + 0.5 (a linear ramp survives the anti-aliased resize).
+    ox, oy = img[20, 20, 0] - 40.5, img[20, 20, 1] - 40.5
+    assert abs(ox - round(ox)) < 1e-3 and abs(oy - round(oy)) < 1e-3
+    boxes, kept = _expected_boxes(round(ox), round(oy), 80, 0.3, 0.5)
+    np.testing.assert_allclose(tile["bounding_boxes"]["boxes"].numpy(), boxes.reshape(-1, 4), atol=1e-4)
+    np.testing.assert_array_equal(tile["bounding_boxes"]["classes"].numpy(), kept)
+
+
+def test_random_tiles_cut_new_windows_every_pass_and_as_many_as_the_grid():
+    el = _coordinate_element()
+    passes = random_tiles(tf.data.Dataset.from_tensors(el), 40, overlap=10, seed=1).repeat(2)
+    corners = [(int(t["images"][0, 0, 0]), int(t["images"][0, 0, 1])) for t in passes]
+    assert len(corners) == 2 * len(tile_grid(100, 150, 40, 10)) == 30
+    assert corners[:15] != corners[15:]  # a new set of windows on the second pass
+    assert len(set(corners)) > 20
+    again = random_tiles(tf.data.Dataset.from_tensors(el), 40, overlap=10, seed=1).repeat(2)
+    assert [(int(t["images"][0, 0, 0]), int(t["images"][0, 0, 1])) for t in again] == corners  # seeded
+    fixed = random_tiles(tf.data.Dataset.from_tensors(el), 40, tiles_per_image=4, seed=1)
+    assert len(list(fixed)) == 4
+    # An image smaller than the window: the whole image, zero-padded bottom/right.
+    small = {**el, "images": el["images"][:30, :35]}
+    tile = next(iter(random_tiles(tf.data.Dataset.from_tensors(small), 40, tiles_per_image=1)))
+    np.testing.assert_array_equal(tile["images"].numpy()[:30, :35], small["images"].numpy())
+    assert not tile["images"].numpy()[30:].any() and not tile["images"].numpy()[:, 35:].any()
+    np.testing.assert_allclose(tile["bounding_boxes"]["boxes"].numpy(), [[10, 10, 30, 24]])
+    with pytest.raises(ValueError, match="scale_range"):
+        random_tiles(tf.data.Dataset.from_tensors(el), 40, scale_range=(0.0, 1.0))

@@ -25,7 +25,8 @@ KEY_USES = {
         "type", "backbone", "ipg", "backbone_weights", "width_multiplier", "ipg_width", "ipg_depth",
         "ipg_out_ratio", "ipg_levels", "fusion", "pyramid_method", "min_level", "max_level", "fpn_channels",
         "head_width", "head_depth", "head_norm", "batchnorm", "anchor_size", "box_loss", "box_loss_weight",
-        "score_threshold", "nms_iou_threshold", "max_detections")},
+        "score_threshold", "nms_iou_threshold", "max_detections", "anchor_scales", "aspect_ratios", "positive_iou",
+        "negative_iou", "focal_alpha", "focal_gamma")},
     # Faster R-CNN's optional sizes: FASTER_RCNN_OPTIONAL, read by build_model.
     **{f"model.{k}": "FASTER_RCNN_OPTIONAL" for k in (
         "rpn_head_width", "roi_head_width", "num_rois", "pre_nms_topk_train", "post_nms_topk_train",
@@ -37,14 +38,18 @@ KEY_USES = {
         "val_annotations", "val_images", "class_names")},
     "data.image_size": "batch_train",
     **{f"data.{k}": "batch_train" for k in (
-        "tile_size", "min_visible", "max_boxes", "augment", "shuffle_buffer", "cache")},
+        "tile_size", "min_visible", "max_boxes", "augment", "shuffle_buffer", "cache", "sampling", "tiles_per_image")},
+    **{f"data.{k}": "augment_config" for k in (
+        "horizontal_flip", "vertical_flip", "rotate90", "scale_range", "brightness", "contrast", "saturation", "hue",
+        "channel_gain")},
     "data.tile_overlap": "tile_overlap_pixels",  # batch_train's and _run's tiling overlap in pixels
     **{f"train.{k}": "build_schedule" for k in (
         "epochs", "learning_rate", "schedule", "warmup_steps", "warmup_factor", "decay_epochs", "decay_rate",
         "min_lr_factor")},
     **{f"train.{k}": "build_optimizer" for k in (
         "optimizer", "momentum", "weight_decay", "clipnorm", "global_clipnorm")},
-    **{f"train.{k}": "_run" for k in ("steps_per_epoch", "checkpoint_every_steps", "max_minutes", "verbose")},
+    **{f"train.{k}": "_run" for k in ("steps_per_epoch", "checkpoint_every_steps", "max_minutes", "verbose",
+                                       "init_from")},
     **{f"train.{k}": "run" for k in ("batch_size", "seed", "strategy", "cpu_devices", "mixed_precision")},
     "train.jit_compile": "_run",
     **{f"eval.{k}": "_run" for k in ("every_n_epochs", "at_end", "num_visualized")},
@@ -89,6 +94,9 @@ def test_every_key_is_read_where_the_audit_says(key):
         ("synthetic_retinanet_cpu", ["data.class_names=[a, b]"], "'data.class_names'.*data.source=pascal_voc"),
         ("synthetic_retinanet_cpu", ["data.tile_overlap=0.5"], "'data.tile_overlap'.*data.tile_size set"),
         ("synthetic_retinanet_cpu", ["train.momentum=0.95"], "'train.momentum'.*train.optimizer=sgd"),
+        ("synthetic_faster_rcnn_cpu", ["model.focal_gamma=1.5"], "'model.focal_gamma'.*model.type=retinanet"),
+        ("synthetic_retinanet_cpu", ["data.augment=false", "data.rotate90=0.5"], "'data.rotate90'.*data.augment"),
+        ("synthetic_retinanet_cpu", ["data.sampling=random"], "'data.sampling'.*data.tile_size"),
         ("synthetic_retinanet_cpu", ["train.weight_decay=0.01"], "train.optimizer=sgd|adamw"),
         ("synthetic_retinanet_cpu", ["train.decay_rate=0.5"], "'train.decay_rate'.*train.schedule=step"),
         ("tiny_distributed_cpu", ["train.min_lr_factor=0.1"], "'train.min_lr_factor'.*train.schedule=cosine"),
