@@ -26,15 +26,8 @@ from ipg_keras.data import (
     make_batches,
 )
 from ipg_keras.evaluation import evaluate_detections
+from shared_cases import case
 
-CASES = Path(__file__).resolve().parents[2] / ".." / "shared" / "cases"
-
-
-def case(name: str) -> Path:
-    folder = CASES / name
-    if not folder.is_dir():
-        pytest.skip(f"shared case {name} not found at {folder} (the ../shared folder is absent)")
-    return folder
 
 
 def perfect(gt: dict) -> dict:

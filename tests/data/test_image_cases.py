@@ -8,19 +8,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from ipg_keras.data import from_coco_json, from_pascal_voc, make_batches
 from ipg_keras.data.image_io import ImageReadWarning, read_image
+from shared_cases import case
 
-CASES = Path(__file__).resolve().parents[2] / ".." / "shared" / "cases"
-
-
-def case(name: str) -> Path:
-    folder = CASES / name
-    if not folder.is_dir():
-        pytest.skip(f"shared case {name} not found at {folder} (../shared is absent in this checkout)")
-    return folder
 
 
 def test_truncated_jpeg_is_reported_by_name_and_skipped_and_training_data_goes_on():

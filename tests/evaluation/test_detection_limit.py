@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,21 +25,18 @@ from ipg_keras.evaluation import (
     evaluate_model,
     evaluate_sliced,
 )
-
-CASE = Path(__file__).resolve().parents[2] / ".." / "shared" / "cases" / "dense-image-maxdets"
-
+from shared_cases import case
 
 @pytest.fixture(scope="module")
 def dense():
     """(image float32 [300, 300, 3], GroundTruth of orchard.png)."""
-    if not CASE.is_dir():
-        pytest.skip(f"shared case dense-image-maxdets not found at {CASE} (the ../shared folder is absent)")
+    folder = case("dense-image-maxdets")
     from PIL import Image
 
     from ipg_keras.data import load_ground_truth
 
-    image = CASE / "orchard.png"
-    gt = load_ground_truth(CASE / "ann.json", [image])
+    image = folder / "orchard.png"
+    gt = load_ground_truth(folder / "ann.json", [image])
     assert len(gt.gts[image]["boxes"]) == 144
     return np.asarray(Image.open(image).convert("RGB"), np.float32), gt
 
@@ -93,7 +89,7 @@ def test_dense_image_scores_one_on_every_path(dense, capsys, caplog):
     dets = {"boxes": pred["boxes"][0, :n], "scores": pred["scores"][0, :n], "classes": pred["classes"][0, :n]}
 
     # What pycocotools' default (100 per image) makes of these perfect detections: the bug.
-    coco_gt = COCO(str(CASE / "ann.json"))
+    coco_gt = COCO(str(case("dense-image-maxdets") / "ann.json"))
     results = [{"image_id": 1, "category_id": 1, "score": float(s),
                 "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]}
                for b, s in zip(dets["boxes"], dets["scores"])]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from export_helpers import DATA
 from PIL import Image
+from shared_cases import CASES, case as _case
 
 SIX = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
@@ -246,14 +247,6 @@ def test_console_scripts_are_declared():
 
 
 # ------------------------------------------------------------- robustness cases (../shared/cases)
-CASES = Path(__file__).resolve().parents[2] / ".." / "shared" / "cases"
-
-
-def _case(name: str) -> Path:
-    folder = CASES / name
-    if not folder.is_dir():
-        pytest.skip(f"shared case {name} not found at {folder} (../shared is absent in this checkout)")
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,11 @@ covers dense images. Inputs: `../shared/cases` (read-only; skipped when absent).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_cases import case
 
-CASES = Path(__file__).resolve().parents[2] / ".." / "shared" / "cases"
-
-
-def case(name: str) -> Path:
-    folder = CASES / name
-    if not folder.is_dir():
-        pytest.skip(f"shared case {name} not found at {folder} (the ../shared folder is absent)")
-    return folder
 
 
 class PerfectModel:

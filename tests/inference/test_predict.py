@@ -13,8 +13,8 @@ from PIL import Image
 from ipg_keras.data.image_io import ImageReadError, ImageReadWarning, read_image
 from ipg_keras.export.runtime import letterbox
 from ipg_keras.inference import MODES, as_detector, load_detector, predict_image
+from shared_cases import case
 
-CASES = Path(__file__).resolve().parents[2] / ".." / "shared" / "cases"
 
 
 class RecordingDetector:
@@ -112,9 +112,7 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 
 def test_16bit_case_gives_identical_non_white_inputs_through_the_inference_path():
-    folder = CASES / "16bit-images"
-    if not folder.is_dir():
-        pytest.skip(f"shared case 16bit-images not found at {folder} (../shared is absent)")
+    folder = case("16bit-images")
     inputs = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ImageReadWarning)
