@@ -83,14 +83,18 @@ def test_kmeans_shapes_finds_the_box_shapes():
 
 
 def test_check_anchors_reports_the_coverage_of_a_tiny_voc_folder(tmp_path, capsys):
-    from data_helpers import write_image, write_voc_xml
+    from PIL import Image
 
     from ipg_keras.cli.train import main
 
-    write_image(tmp_path / "voc" / "a.png", 128, 128)
-    write_voc_xml(tmp_path / "voc" / "a.xml", "a.png", (128, 128),
-                  [("tree", (4, 4, 36, 36), False), ("tree", (12, 20, 44, 52), False),
-                   ("tree", (48, 48, 56, 56), False)])
+    (tmp_path / "voc").mkdir()
+    Image.new("RGB", (128, 128), (10, 20, 30)).save(tmp_path / "voc" / "a.png")
+    objects = "".join(f"<object><name>tree</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax>"
+                      f"<ymax>{b[3]}</ymax></bndbox></object>"
+                      for b in ((4, 4, 36, 36), (12, 20, 44, 52), (48, 48, 56, 56)))
+    (tmp_path / "voc" / "a.xml").write_text(
+        "<annotation><filename>a.png</filename><size><width>128</width><height>128</height><depth>3</depth>"
+        f"</size>{objects}</annotation>")
     config = tmp_path / "c.yaml"
     config.write_text(f"name: tiny_voc\nmodel: {{anchor_size: 4.0}}\ndata: {{source: pascal_voc, image_size: 128, "
                       f"train_annotations: {tmp_path / 'voc'}}}\n")
