@@ -1,341 +1,382 @@
-"""Does IPG help small objects? IPG vs ipg=False, same seeds, same schedule, same data.
+"""Does image pyramid guidance help small objects? Paired seeds, converged schedules, ablations.
 
-    python benchmarks/ipg_study.py                 # the whole study (a few hours on 2 CPU cores)
-    python benchmarks/ipg_study.py --quick         # smoke test: tiny budget, minutes
-    python benchmarks/ipg_study.py --datasets synthetic --seeds 0 --epochs 2 --tag reduced   # a reduced run
+    python benchmarks/ipg_study.py                               # the whole queue, in order (many hours on 2 CPU cores)
+    python benchmarks/ipg_study.py --phases headline-synthetic   # one phase
+    python benchmarks/ipg_study.py --max-minutes 13              # a batch: stops in time, resumes next call
+    python benchmarks/ipg_study.py --report                      # tables and plots from the finished runs only
+    python benchmarks/ipg_study.py --quick                       # CI smoke test (numbers mean nothing)
 
-Both arms use the CPU-sized model of the main job config
-(`training/configs/synthetic_retinanet_cpu.yaml`: IPG-RetinaNet on a ResNet-18 at
-width 0.25, FPN/heads 64, anchor size 2) and differ only in `model.ipg`.
+Design (issue 16). Every (dataset, variant, seed) is one unit: an `ipg-train`
+run folder `<out>/<tag>/runs/<dataset>/<variant>/seed<k>/` trained by
+`ipg_keras.training` in a subprocess, so a killed unit resumes from its last
+checkpoint (saved every epoch) and a finished one (metrics.json at all steps +
+analysis.json) is skipped. `unit.json` pins the unit's settings; a folder
+made with other settings stops the study with its name instead of mixing runs.
 
-Datasets:
-* `synthetic`: the embedded synthetic small-object set (objects 6-64 px, 256x256
-  images), train/val as in the main job config. The data are generated with data
-  seed 0 for every run, so every arm and seed sees the same images; the run seed
-  sets weight initialisation, shuffling and augmentation.
-* `trees`: `../shared/data/trees` (Pascal VOC aerial tree crowns, one class):
-  the train image is tiled into 256x256 tiles (overlap 64), the val image is
-  evaluated whole by sliced inference (`ipg_keras.evaluation.evaluate_sliced`,
-  256 tiles, overlap 64).
+* Datasets and schedules (fixed in steps; `train.max_minutes` is only a guard):
+  - `synthetic`: the main job, `training/configs/synthetic_retinanet_cpu.yaml`
+    (IPG-RetinaNet, ResNet-18 x0.25, 2000 train / 200 val images of 256 px,
+    8 epochs x 250 steps of batch 8 = 2000 steps), val AP after every epoch.
+    The data are generated with data seed 0 whatever the run seed, so every
+    arm and seed sees the same images; the run seed sets initialisation,
+    shuffling and augmentation.
+  - `trees`: `training/configs/trees_retinanet.yaml` (the trees recipe of
+    issue 17; val AP of the whole val image by sliced inference).
+* Variants: `baseline` (`model.ipg=false`), `ipg` (the package defaults of
+  the config), and the ablations of what the paper leaves open
+  (`../shared/design/ipg-net.md`): fusion mode, fusion initialisation,
+  guided levels, transform width/depth, pyramid method (see VARIANTS).
+* Phases, run in this order (`--phases`): `headline-synthetic` (ipg vs
+  baseline, seeds 0-4), `headline-trees` (seeds 0-2), `ablation` (every
+  variant, seeds 0-2 on synthetic; ipg/baseline seeds come from the
+  headline), `confirm-trees` (the variant selected on synthetic validation,
+  if it is not `ipg`, against the trees baseline seeds).
+* Report (`<out>/<tag>/report.md`, `summary.json`, plots): mean ± std per arm,
+  paired Δ vs baseline with 95 % t intervals for AP, AP50, APs, ARs, the
+  ablation table with FLOPs and params, per-seed paired differences
+  (`paired.png`), validation curves (`curves_<dataset>.png`), recall per object
+  size and true positives per FPN level (`breakdown.png`), and the selection /
+  confirmation decision.
 
-For every (dataset, arm, seed) one JSON lands in `<out>/<tag>/runs/`; a run
-whose JSON exists is skipped (the study is resumable; delete a JSON to redo it).
-The JSON stores the full settings, and a run is only reused when they match.
-At the end `<out>/<tag>/summary.json`, `summary.md` (mean and standard
-deviation over seeds of AP, AP50, APs per arm, and the paired IPG - baseline
-difference) and `summary.png` are written from all run JSONs.
-
-Schedules (`--tag full`, the defaults) are short, so that the whole study (12
-runs) takes under an hour on 2 idle CPU cores: synthetic 2 epochs x 250 steps
-of batch 8 (a quarter of the main job's epochs, no wall-clock limit, so both
-arms train exactly the same number of steps); trees 20 epochs over the 156
-tiles at batch 8 (380 steps). `--epochs N --tag NAME` runs a longer study.
-
-`--save-models` keeps every run's `model.keras` and `config.yaml` in
-`<out>/<tag>/models/<run>/` (an `ipg-train`-style run folder, so
-`benchmarks/export_tflite.py --model` and `ipg-export` take it).
+On a GPU machine the same command runs unchanged (`--max-minutes` keeps a
+batch within its time; what is left resumes on the next call).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import statistics
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import format_table, machine_info, quiet_tf, write_json  # noqa: E402
+import study_report as report  # noqa: E402
+from common import machine_info, quiet_tf, write_json  # noqa: E402
 
-METRICS = ("AP", "AP50", "APs")
-ARMS = {"ipg": True, "baseline": False}
-BASE_CONFIG = "synthetic_retinanet_cpu"
-
-# Per dataset: the full schedule, and the --quick one (smoke test only: numbers mean nothing).
-SCHEDULES = {
-    "synthetic": {
-        "full": dict(num_train_images=2000, num_val_images=200, epochs=2, batch_size=8, steps_per_epoch=None),
-        "quick": dict(num_train_images=16, num_val_images=8, epochs=1, batch_size=4, steps_per_epoch=2),
-    },
-    "trees": {
-        "full": dict(epochs=20, batch_size=8, steps_per_epoch=None, tile_size=256, tile_overlap=64),
-        "quick": dict(epochs=1, batch_size=4, steps_per_epoch=2, tile_size=256, tile_overlap=64),
-    },
+REPO = Path(__file__).resolve().parents[1]
+BASE_CONFIGS = {"synthetic": "synthetic_retinanet_cpu", "trees": "trees_retinanet"}
+# The study's own settings on top of each base config (no exports; a val-AP curve).
+STUDY_OVERRIDES = {
+    "synthetic": ["eval.every_n_epochs=1", "export.saved_model=false", "train.verbose=2"],
+    "trees": ["export.saved_model=false", "train.verbose=2"],
 }
+# --quick: a few steps per unit, to test the machinery (CI).
+QUICK_OVERRIDES = {
+    "synthetic": ["data.num_train_images=16", "data.num_val_images=8", "train.epochs=2", "train.steps_per_epoch=2",
+                  "train.batch_size=4", "train.warmup_steps=1", "eval.batch_size=4"],
+    "trees": ["train.epochs=1", "train.steps_per_epoch=2", "train.batch_size=2", "train.warmup_steps=1",
+              "eval.every_n_epochs=1"],
+}
+VARIANTS: dict[str, list[str]] = {
+    "baseline": ["model.ipg=false"],
+    "ipg": [],  # the config's IPG settings: concat fusion, zero-gamma init, C2-C5, width 16, depth 1, area
+    "fusion_sum": ["model.fusion=sum"],
+    "fusion_gated": ["model.fusion=gated"],
+    "init_one": ["model.fusion_init=one"],
+    "levels_c4c5": ["model.ipg_levels=[4,5]"],
+    "levels_c2c3": ["model.ipg_levels=[2,3]"],
+    "width_32": ["model.ipg_width=32"],
+    "depth_2": ["model.ipg_depth=2"],
+    "bilinear": ["model.pyramid_method=bilinear"],
+}
+ABLATIONS = [v for v in VARIANTS if v not in ("baseline",)]
+PHASES = ("headline-synthetic", "headline-trees", "ablation", "confirm-trees")
+PHASE_SEEDS = {"headline-synthetic": [0, 1, 2, 3, 4], "headline-trees": [0, 1, 2], "ablation": [0, 1, 2],
+               "confirm-trees": [0, 1, 2]}
 
 
-# ------------------------------------------------------------------------------- data
-def synthetic_data(s: dict, image_size: int):
-    from ipg_keras.data import SYNTHETIC_CLASS_NAMES, synthetic_dataset
-
-    # Data seed 0 for every run: identical images for all arms and seeds.
-    train = synthetic_dataset("train", num_images=s["num_train_images"], image_size=image_size, seed=0)
-    val = synthetic_dataset("val", num_images=s["num_val_images"], image_size=image_size, seed=0)
-    return train, val, list(SYNTHETIC_CLASS_NAMES)
+# ----------------------------------------------------------------------------- units
+def unit_dir(root: Path, dataset: str, variant: str, seed: int) -> Path:
+    return root / "runs" / dataset / variant / f"seed{seed}"
 
 
-def trees_data(s: dict):
-    from ipg_keras.data import from_pascal_voc, tile_dataset
-    from ipg_keras.utils.paths import trees_dir
-
-    root = Path(trees_dir())
-    if not (root / "train").is_dir():
-        raise FileNotFoundError(f"trees data not found at {root} (set IPG_KERAS_TREES_DIR or use --datasets synthetic)")
-    train = from_pascal_voc(root / "train")
-    names = list(train.class_names)
-    val = from_pascal_voc(root / "val", class_names=names)
-    tiles = tile_dataset(train, tile_size=s["tile_size"], overlap=s["tile_overlap"])
-    return tiles, val, names
+def unit_overrides(dataset: str, variant: str, seed: int, quick: bool) -> list[str]:
+    """The `--set` keys of one unit (without the wall-clock guard, which may change between calls)."""
+    return [*STUDY_OVERRIDES[dataset], *(QUICK_OVERRIDES[dataset] if quick else []), *VARIANTS[variant],
+            f"train.seed={seed}"]
 
 
-# ------------------------------------------------------------------------------- runs
-def run_settings(dataset: str, arm: str, seed: int, schedule: dict, base_cfg) -> dict[str, Any]:
-    m = base_cfg.model
-    return {
-        "dataset": dataset,
-        "arm": arm,
-        "ipg": ARMS[arm],
-        "seed": seed,
-        "schedule": schedule,
-        "model": {k: getattr(m, k) for k in ("backbone", "width_multiplier", "ipg_width", "fpn_channels",
-                                              "head_width", "head_depth", "min_level", "max_level", "anchor_size")},
-        "image_size": base_cfg.data.image_size,
-        "optimizer": {k: getattr(base_cfg.train, k) for k in ("optimizer", "learning_rate", "weight_decay",
-                                                               "schedule", "warmup_steps")},
-    }
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
-def settings_hash(settings: dict) -> str:
-    keyed = {k: v for k, v in settings.items() if k not in ("seed", "arm", "ipg")}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def is_trained(folder: Path) -> bool:
+    metrics = read_json(folder / "metrics.json")
+    return bool(metrics) and metrics.get("steps_completed") == metrics.get("total_steps")
 
 
-def train_and_evaluate(settings: dict, base_cfg, verbose: int, save_dir: Path | None = None) -> dict[str, Any]:
-    """Trains one arm with one seed and returns its COCO metrics (and timings)."""
+def is_finished(folder: Path) -> bool:
+    return is_trained(folder) and (folder / "analysis.json").is_file()
+
+
+def pin_unit(folder: Path, identity: dict[str, Any]) -> None:
+    """Writes unit.json, or checks that an existing one has the same settings."""
+    path = folder / "unit.json"
+    old = read_json(path)
+    if old is not None and old != identity:
+        raise SystemExit(
+            f"{folder} holds a run with other settings ({json.dumps(old)}) than this study asks for "
+            f"({json.dumps(identity)}): use another --tag, or delete that folder to redo it."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(path, identity)
+
+
+def train_unit(folder: Path, dataset: str, overrides: list[str], guard_minutes: float | None) -> int:
+    """Runs (or resumes) `ipg-train` for one unit in a subprocess; its log is appended to train.log."""
+    command = [sys.executable, "-m", "ipg_keras.cli.train", BASE_CONFIGS[dataset], "--output", str(folder)]
+    for key in overrides + ([f"train.max_minutes={guard_minutes:.2f}"] if guard_minutes else []):
+        command += ["--set", key]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    with open(folder / "train.log", "a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        return subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+
+
+# -------------------------------------------------------------------------- analysis
+def _collect_synthetic(model, cfg):
+    """Ground truth and detections (with FPN levels) of the synthetic val set."""
+    import numpy as np
+
+    from ipg_keras.training.train import batch_eval, build_datasets
+
+    _, val, _ = build_datasets(cfg)
+    ground_truths, detections, image_id = [], [], 0
+    for images, targets in batch_eval(cfg, val):
+        raw = model(images, training=False)
+        out = {k: np.asarray(v) for k, v in model.decode_predictions(raw, images, return_levels=True).items()}
+        for b in range(images.shape[0]):
+            n = int(out["num_detections"][b])
+            ground_truths.append({"image_id": image_id, "boxes": np.asarray(targets["boxes"][b]),
+                                  "classes": np.asarray(targets["classes"][b]),
+                                  "height": images.shape[1], "width": images.shape[2]})
+            detections.append({"image_id": image_id, **{k: out[k][b, :n] for k in ("boxes", "scores", "classes",
+                                                                                   "levels")}})
+            image_id += 1
+    return ground_truths, detections
+
+
+def _collect_sliced(model, cfg):
+    """Ground truth and sliced-inference detections of large val images (no FPN levels)."""
+    import numpy as np
+
+    from ipg_keras.inference import as_detector, predict_image
+    from ipg_keras.training.train import build_datasets
+
+    _, val, _ = build_datasets(cfg)
+    detector = as_detector(model, image_size=cfg.data.tile_size)
+    ground_truths, detections = [], []
+    for image_id, element in enumerate(val.as_numpy_iterator()):
+        image = element["images"]
+        det = predict_image(detector, image, mode="slice", overlap=cfg.data.tile_overlap,
+                            iou_threshold=cfg.model.nms_iou_threshold, max_detections=cfg.model.max_detections)
+        bb = element["bounding_boxes"]
+        ground_truths.append({"image_id": image_id, "boxes": bb["boxes"], "classes": bb["classes"],
+                              "height": image.shape[0], "width": image.shape[1]})
+        detections.append({"image_id": image_id, **{k: np.asarray(det[k]) for k in ("boxes", "scores", "classes")}})
+    return ground_truths, detections
+
+
+def analyze_unit(folder: Path, dataset: str) -> dict[str, Any]:
+    """Per object-size bucket AP/recall and (synthetic) true positives per FPN level; writes analysis.json."""
     import keras
+
+    from ipg_keras.evaluation.breakdown import size_bucket_metrics, true_positives_by_level
+    from ipg_keras.training.config import load_config
+
+    cfg = load_config(str(folder / "config.yaml"))
+    model = keras.saving.load_model(folder / "model.keras")
+    collect = _collect_synthetic if dataset == "synthetic" else _collect_sliced
+    ground_truths, detections = collect(model, cfg)
+    limit = cfg.model.max_detections
+    analysis = {"size_buckets": size_bucket_metrics(ground_truths, detections, max_detections=limit)}
+    if dataset == "synthetic":
+        analysis["tp_levels"] = true_positives_by_level(ground_truths, detections, max_detections=limit)
+    write_json(folder / "analysis.json", analysis)
+    return analysis
+
+
+# ---------------------------------------------------------------------------- records
+def read_run(folder: Path) -> dict[str, Any]:
+    """The record of a finished unit: identity, metrics, validation curve and analysis."""
+    unit = read_json(folder / "unit.json")
+    metrics = read_json(folder / "metrics.json")
+    curve: dict[str, list] = {"steps": [], "val_AP": [], "val_APs": [], "val_AP50": []}
+    history = folder / "history.jsonl"
+    if history.is_file():
+        for line in history.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("val_AP") is not None:
+                curve["steps"].append(record["steps_done"])
+                for k in ("val_AP", "val_APs", "val_AP50"):
+                    curve[k].append(record.get(k, float("nan")))
+    return {**{k: unit[k] for k in ("dataset", "variant", "seed")}, "metrics": metrics, "curve": curve,
+            "analysis": read_json(folder / "analysis.json"), "train_seconds": metrics.get("train_seconds"),
+            "steps": metrics.get("steps_completed"), "folder": str(folder)}
+
+
+def finished_runs(root: Path) -> list[dict[str, Any]]:
+    return [read_run(p.parent) for p in sorted((root / "runs").glob("*/*/seed*/unit.json")) if is_finished(p.parent)]
+
+
+def variant_costs(root: Path, quick: bool, variants) -> dict[str, dict[str, Any]]:
+    """GFLOPs (one image, forward) and params of synthetic `variants`; cached in costs.json."""
+    path = root / "costs.json"
+    costs = read_json(path) or {}
+    missing = [v for v in VARIANTS if v in set(variants) and v not in costs]
+    if not missing:
+        return costs
     import tensorflow as tf
 
-    from ipg_keras.data import make_batches
-    from ipg_keras.evaluation import evaluate_model, evaluate_sliced
-    from ipg_keras.training.train import build_model, build_optimizer
+    from common import count_flops
+    from ipg_keras.training.config import load_config
+    from ipg_keras.training.train import build_model
 
-    dataset, seed, s = settings["dataset"], settings["seed"], settings["schedule"]
-    size = settings["image_size"]
-    cfg = base_cfg
-    cfg.model.ipg = settings["ipg"]
-    cfg.train.seed = seed
-    cfg.train.epochs = s["epochs"]
-    cfg.train.batch_size = s["batch_size"]
-    keras.utils.set_random_seed(seed)
-
-    if dataset == "synthetic":
-        train, val, names = synthetic_data(s, size)
-    else:
-        train, val, names = trees_data(s)
-    n_train = int(train.cardinality()) if int(train.cardinality()) >= 0 else sum(1 for _ in train)
-    steps = s["steps_per_epoch"] or max(1, n_train // s["batch_size"])
-    train_ds = make_batches(train, s["batch_size"], size, augment=True, shuffle=True, cache=True, seed=seed,
-                            repeat=True, drop_remainder=True)
-
-    model = build_model(cfg, len(names))
-    model(tf.zeros([1, size, size, 3]), training=False)
-    model.compile(optimizer=build_optimizer(cfg, steps), jit_compile=False)
-    t0 = time.time()
-    history = model.fit(train_ds, epochs=s["epochs"], steps_per_epoch=steps, verbose=verbose)
-    train_seconds = time.time() - t0
-
-    if save_dir is not None:
-        from ipg_keras.training.callbacks import save_model_file
-        from ipg_keras.training.config import save_config
-
-        save_dir.mkdir(parents=True, exist_ok=True)
-        if dataset == "synthetic":  # the run folder's config then rebuilds the same data
-            cfg.data.num_train_images, cfg.data.num_val_images = s["num_train_images"], s["num_val_images"]
-        save_config(cfg, save_dir / "config.yaml")
-        save_model_file(model, save_dir / "model.keras")
-
-    detect = tf.function(model.detect, reduce_retracing=True, jit_compile=False)
-
-    def predict_fn(images):
-        return {k: v.numpy() for k, v in detect(tf.convert_to_tensor(images, tf.float32)).items()}
-
-    t0 = time.time()
-    if dataset == "synthetic":
-        val_ds = make_batches(val, 8, size, augment=False, cache=True)
-        metrics = evaluate_model(model, val_ds, num_classes=len(names), class_names=names, verbose=False,
-                                 predict_fn=predict_fn)
-    else:
-        metrics = evaluate_sliced(predict_fn, val, tile_size=s["tile_size"], overlap=s["tile_overlap"],
-                                  batch_size=8, num_classes=len(names), class_names=names, verbose=False)
-    return {
-        **{k: float(metrics[k]) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")},
-        "train_images_or_tiles": n_train,
-        "steps": steps * s["epochs"],
-        "final_loss": float(history.history["loss"][-1]),
-        "train_seconds": round(train_seconds, 1),
-        "eval_seconds": round(time.time() - t0, 1),
-        "params": int(model.count_params()),
-    }
+    for variant in missing:
+        cfg = load_config(BASE_CONFIGS["synthetic"], unit_overrides("synthetic", variant, 0, quick))
+        model = build_model(cfg, 5)
+        size = cfg.data.image_size
+        model(tf.zeros([1, size, size, 3]), training=False)
+        flops = count_flops(lambda x: model(x, training=False), tf.TensorSpec([1, size, size, 3], tf.float32))
+        costs[variant] = {"gflops": flops / 1e9, "params": int(model.count_params()), "image_size": size}
+    write_json(path, costs)
+    return costs
 
 
-# ---------------------------------------------------------------------------- summary
-def summarize(run_dir: Path) -> dict[str, Any]:
-    runs = [json.loads(p.read_text()) for p in sorted(run_dir.glob("*.json"))]
-    summary: dict[str, Any] = {"num_runs": len(runs), "groups": [], "paired": []}
-    for dataset in sorted({r["settings"]["dataset"] for r in runs}):
-        by_arm = {arm: {r["settings"]["seed"]: r for r in runs
-                        if r["settings"]["dataset"] == dataset and r["settings"]["arm"] == arm} for arm in ARMS}
-        for arm, seeds in by_arm.items():
-            if not seeds:
-                continue
-            group = {"dataset": dataset, "arm": arm, "seeds": sorted(seeds), "n": len(seeds)}
-            for k in METRICS:
-                values = [seeds[s]["metrics"][k] for s in sorted(seeds)]
-                group[k] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1
-                            else float("nan"), "values": values}
-            summary["groups"].append(group)
-        common_seeds = sorted(set(by_arm["ipg"]) & set(by_arm["baseline"]))
-        if common_seeds:
-            pair = {"dataset": dataset, "seeds": common_seeds, "n": len(common_seeds)}
-            for k in METRICS:
-                diffs = [by_arm["ipg"][s]["metrics"][k] - by_arm["baseline"][s]["metrics"][k] for s in common_seeds]
-                pair[k] = {"mean": statistics.fmean(diffs),
-                           "std": statistics.stdev(diffs) if len(diffs) > 1 else float("nan"), "values": diffs}
-            summary["paired"].append(pair)
+# ------------------------------------------------------------------------------ queue
+def phase_units(phase: str, summary: dict[str, Any], seeds: list[int] | None,
+                variants: list[str] | None) -> list[tuple[str, str, int]]:
+    """The (dataset, variant, seed) units of a phase, ordered so that pairs complete seed by seed."""
+    seed_list = seeds if seeds is not None else PHASE_SEEDS[phase]
+    if phase == "headline-synthetic":
+        dataset, arms = "synthetic", ["ipg", "baseline"]
+    elif phase == "headline-trees":
+        dataset, arms = "trees", ["ipg", "baseline"]
+    elif phase == "ablation":
+        dataset, arms = "synthetic", ["baseline", *ABLATIONS]
+    else:  # confirm-trees: the variant picked on synthetic validation, if it is not the default
+        selected = report.select_variant(summary, ABLATIONS)["variant"]
+        if selected in (None, "ipg"):
+            return []
+        dataset, arms = "trees", [selected, "baseline"]
+    if variants is not None:
+        arms = [a for a in arms if a in variants]
+    return [(dataset, arm, seed) for seed in seed_list for arm in arms]
+
+
+def write_report(root: Path, tag: str, quick: bool) -> dict[str, Any]:
+    runs = finished_runs(root)
+    summary = report.summarize(r for r in runs)
+    costs = variant_costs(root, quick, {r["variant"] for r in runs if r["dataset"] == "synthetic"})
+    selection = report.select_variant(summary, ABLATIONS)
+    decision = None
+    if selection["variant"]:
+        decision = report.confirmation(summary, selection["variant"])
+    title = f"IPG study ({tag}{': smoke test, meaningless numbers' if quick else ''})"
+    text = [f"# {title}", "", f"{len(runs)} finished runs.", "", "## Arms", "", report.arms_table(summary), "",
+            "## Paired differences against ipg=False (same seed)", "", report.paired_table(summary), "",
+            "## Ablations (synthetic)", "", report.ablation_table(summary, costs), "",
+            "## Selection and confirmation", "", f"- selected on synthetic validation: {selection['variant']} "
+            f"({selection['reason']})"]
+    if decision:
+        text.append(f"- confirmation on trees: {decision['reason']}")
+    (root / "report.md").write_text("\n".join(text) + "\n")
+    write_json(root / "summary.json", {"summary": summary, "costs": costs, "selection": selection,
+                                       "confirmation": decision, "runs": runs})
+    if runs:
+        report.plot_paired(summary, root / "paired.png", variants=["ipg"], title=title)
+        report.plot_ablation(summary, root / "ablation.png")
+        for dataset in sorted({r["dataset"] for r in runs}):
+            report.plot_curves(runs, root / f"curves_{dataset}.png", dataset)
+        report.plot_breakdown(runs, root / "breakdown.png")
+    print("\n".join(text), flush=True)
     return summary
 
 
-def summary_table(summary: dict[str, Any]) -> str:
-    def ms(d):
-        return f"{d['mean']:.3f} ± {d['std']:.3f}" if d["std"] == d["std"] else f"{d['mean']:.3f} (1 seed)"
-
-    rows = [[g["dataset"], g["arm"], g["n"], *(ms(g[k]) for k in METRICS)] for g in summary["groups"]]
-    text = format_table(["dataset", "arm", "seeds", *(f"{k} mean ± std" for k in METRICS)], rows)
-    if summary["paired"]:
-        prow = [[p["dataset"], p["n"], *(("{:+.3f} ± {:.3f}".format(p[k]["mean"], p[k]["std"])
-                                          if p[k]["std"] == p[k]["std"] else "{:+.3f} (1 seed)".format(p[k]["mean"]))
-                                         for k in METRICS)] for p in summary["paired"]]
-        text += "\n\nPaired difference IPG - baseline (same seed):\n" + format_table(
-            ["dataset", "seeds", *(f"Δ{k}" for k in METRICS)], prow)
-    return text
-
-
-def plot_summary(summary: dict[str, Any], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = sorted({g["dataset"] for g in summary["groups"]})
-    fig, axes = plt.subplots(1, max(1, len(datasets)), figsize=(5.5 * max(1, len(datasets)), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for j, arm in enumerate(ARMS):
-            g = next((g for g in summary["groups"] if g["dataset"] == dataset and g["arm"] == arm), None)
-            if g is None:
-                continue
-            xs = [i + (j - 0.5) * 0.35 for i in range(len(METRICS))]
-            means = [g[k]["mean"] for k in METRICS]
-            stds = [0.0 if g[k]["std"] != g[k]["std"] else g[k]["std"] for k in METRICS]
-            ax.bar(xs, means, 0.35, yerr=stds, capsize=4, label=f"{arm} (n={g['n']})", alpha=0.75)
-            for x, k in zip(xs, METRICS):
-                ax.plot([x] * len(g[k]["values"]), g[k]["values"], "k.", ms=5)
-        ax.set_xticks(range(len(METRICS)))
-        ax.set_xticklabels(METRICS)
-        ax.set_title(dataset)
-        ax.set_ylabel("COCO metric")
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------- main
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", default="synthetic,trees")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--arms", default="ipg,baseline")
-    parser.add_argument("--quick", action="store_true", help="smoke test: a few steps per run (numbers meaningless)")
-    parser.add_argument("--epochs", type=int, help="override the schedule's epochs (a reduced study: give --tag)")
-    parser.add_argument("--num-train", dest="num_train", type=int, help="override synthetic train images")
-    parser.add_argument("--tag", default=None, help="results subfolder (default: full, or quick with --quick)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "ipg_study"))
-    parser.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
-    parser.add_argument("--save-models", action="store_true", help="keep each run's model.keras + config.yaml")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, in order; of {PHASES}")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds for every phase (default per phase)")
+    parser.add_argument("--variants", default=None, help=f"only these variants, of {list(VARIANTS)}")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop within this many minutes (the running unit checkpoints; rerun to resume)")
+    parser.add_argument("--max-runs", type=int, default=None, help="train at most this many units, then report")
+    parser.add_argument("--quick", action="store_true", help="smoke test: a few steps per unit (numbers meaningless)")
+    parser.add_argument("--report", action="store_true", help="only write the report from the finished runs")
+    parser.add_argument("--tag", default=None, help="results subfolder (default: study, or quick with --quick)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ipg_study"))
     args = parser.parse_args(argv)
-    args.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    args.seeds = [int(s) for s in args.seeds.split(",")]
-    for d in args.datasets:
-        if d not in SCHEDULES:
-            parser.error(f"unknown dataset {d!r}; use synthetic and/or trees")
-    for a in args.arms:
-        if a not in ARMS:
-            parser.error(f"unknown arm {a!r}; use ipg and/or baseline")
-    if args.tag is None:
-        if args.epochs is not None or args.num_train is not None:
-            parser.error("--epochs/--num-train change the schedule: name the reduced study with --tag")
-        args.tag = "quick" if args.quick else "full"
+    args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    for phase in args.phases:
+        if phase not in PHASES:
+            parser.error(f"unknown phase {phase!r}; use {', '.join(PHASES)}")
+    args.seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    args.variants = [v.strip() for v in args.variants.split(",")] if args.variants else None
+    for v in args.variants or []:
+        if v not in VARIANTS:
+            parser.error(f"unknown variant {v!r}; use {', '.join(VARIANTS)}")
+    args.tag = args.tag or ("quick" if args.quick else "study")
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_tf()
-    from ipg_keras.training.config import load_config
-
     root = Path(args.out) / args.tag
-    run_dir = root / "runs"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    machine = machine_info()
-    done = 0
-    for dataset in args.datasets:
-        schedule = dict(SCHEDULES[dataset]["quick" if args.quick else "full"])
-        if args.epochs is not None:
-            schedule["epochs"] = args.epochs
-        if args.num_train is not None and dataset == "synthetic":
-            schedule["num_train_images"] = args.num_train
-        for seed in args.seeds:
-            for arm in args.arms:
-                base_cfg = load_config(BASE_CONFIG)
-                settings = run_settings(dataset, arm, seed, schedule, base_cfg)
-                path = run_dir / f"{dataset}_{arm}_seed{seed}.json"
-                if path.exists():
-                    old = json.loads(path.read_text())
-                    if old.get("settings_hash") != settings_hash(settings):
-                        raise SystemExit(f"{path} was made with other settings (hash {old.get('settings_hash')} != "
-                                         f"{settings_hash(settings)}): use another --tag or delete the file.")
-                    print(f"skip {path.name} (exists)", flush=True)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json(root / "machine.json", machine_info())
+    deadline = time.monotonic() + 60 * args.max_minutes if args.max_minutes else None
+    trained = failed = 0
+    stop = args.report
+    for phase in args.phases:
+        if stop:
+            break
+        summary = report.summarize(finished_runs(root))
+        for dataset, variant, seed in phase_units(phase, summary, args.seeds, args.variants):
+            folder = unit_dir(root, dataset, variant, seed)
+            overrides = unit_overrides(dataset, variant, seed, args.quick)
+            pin_unit(folder, {"dataset": dataset, "variant": variant, "seed": seed,
+                              "base_config": BASE_CONFIGS[dataset], "overrides": overrides})
+            if is_finished(folder):
+                print(f"skip {dataset}/{variant}/seed{seed} (finished)", flush=True)
+                continue
+            if args.max_runs is not None and trained >= args.max_runs:
+                stop = True
+                break
+            left = None if deadline is None else (deadline - time.monotonic()) / 60
+            if left is not None and left < 1.0:
+                print(f"--max-minutes reached: {dataset}/{variant}/seed{seed} and later units are left for the "
+                      "next call", flush=True)
+                stop = True
+                break
+            print(f"=== [{phase}] {dataset}/{variant}/seed{seed} -> {folder}", flush=True)
+            t0 = time.time()
+            if not is_trained(folder):
+                # The trainer's guard stops a unit a minute before the deadline (it resumes next call).
+                rc = train_unit(folder, dataset, overrides, None if left is None else max(0.5, left - 1.0))
+                trained += 1
+                if rc != 0:
+                    failed += 1
+                    print(f"    ipg-train exited with {rc}; see {folder / 'train.log'}", flush=True)
                     continue
-                print(f"=== {dataset} {arm} seed {seed} ({args.tag}) ===", flush=True)
-                t0 = time.time()
-                save_dir = root / "models" / path.stem if args.save_models else None
-                metrics = train_and_evaluate(settings, base_cfg, args.verbose, save_dir)
-                record = {"settings": settings, "settings_hash": settings_hash(settings), "tag": args.tag,
-                          "metrics": metrics, "wall_seconds": round(time.time() - t0, 1), "machine": machine,
-                          "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
-                write_json(path, record)
-                done += 1
-                print(f"    {', '.join(f'{k} {metrics[k]:.3f}' for k in METRICS)} "
-                      f"({record['wall_seconds']:.0f} s) -> {path}", flush=True)
-
-    summary = summarize(run_dir)
-    summary["tag"] = args.tag
-    summary["machine"] = machine
-    table = summary_table(summary)
-    summary["table"] = table
-    write_json(root / "summary.json", summary)
-    title = f"IPG vs ipg=False ({args.tag}{': smoke test, meaningless numbers' if args.tag == 'quick' else ''})"
-    (root / "summary.md").write_text(f"# {title}\n\n{table}\n")
-    if summary["groups"]:
-        plot_summary(summary, root / "summary.png", title)
-    print(f"\n{title}\n{table}\n\nran {done} new run(s); wrote {root / 'summary.json'}, summary.md, summary.png")
-    return 0
+                if not is_trained(folder):
+                    print(f"    stopped by the time limit after {time.time() - t0:.0f} s; resumes next call",
+                          flush=True)
+                    stop = True
+                    break
+            analysis = analyze_unit(folder, dataset)
+            metrics = read_json(folder / "metrics.json")
+            print(f"    AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} APs {metrics['APs']:.3f} "
+                  f"ARs {metrics['ARs']:.3f} ({time.time() - t0:.0f} s; "
+                  f"{len(analysis['size_buckets'])} size buckets)", flush=True)
+    write_report(root, args.tag, args.quick)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -85,6 +85,8 @@ class IPGResNet(keras.Model):
         ipg_width, ipg_depth: width and residual blocks of each IPGTransform.
         ipg_out_ratio: guidance channels = stage width * this ratio.
         fusion: IPGFusion mode, `"concat"`, `"sum"` or `"gated"`.
+        fusion_init: IPGFusion init, `"zero"` (BN gamma 0: starts as the plain
+            ResNet) or `"one"` (concat/sum only).
         pyramid_method: `"area"` or `"bilinear"`.
         width_multiplier: scales every stage's width (CPU-sized networks);
             must be 1.0 to load ImageNet weights.
@@ -109,6 +111,7 @@ class IPGResNet(keras.Model):
         pyramid_method: str = "area",
         width_multiplier: float = 1.0,
         normalization: str | None = None,
+        fusion_init: str = "zero",
         **kwargs,
     ):
         if depth not in RESNET_SPECS:
@@ -167,7 +170,7 @@ class IPGResNet(keras.Model):
                     depth=ipg_depth,
                     name=f"ipg_transform_c{level}",
                 )(pyramid[level])
-                x = IPGFusion(fusion, name=f"ipg_fusion_c{level}")([x, guidance])
+                x = IPGFusion(fusion, init=fusion_init, name=f"ipg_fusion_c{level}")([x, guidance])
             outputs[f"C{level}"] = x
 
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
@@ -178,6 +181,7 @@ class IPGResNet(keras.Model):
         self.ipg_depth = ipg_depth
         self.ipg_out_ratio = ipg_out_ratio
         self.fusion = fusion
+        self.fusion_init = fusion_init
         self.pyramid_method = pyramid_method
         self.width_multiplier = width_multiplier
         self.normalization = normalization
@@ -198,6 +202,7 @@ class IPGResNet(keras.Model):
             "ipg_depth": self.ipg_depth,
             "ipg_out_ratio": self.ipg_out_ratio,
             "fusion": self.fusion,
+            "fusion_init": self.fusion_init,
             "pyramid_method": self.pyramid_method,
             "width_multiplier": self.width_multiplier,
             "normalization": self.normalization,

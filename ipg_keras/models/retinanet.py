@@ -186,13 +186,19 @@ class IPGRetinaNet(Detector):
         )
 
     # ---------------------------------------------------------------- inference
-    def decode_predictions(self, raw, images):
-        """Raw head outputs -> padded detections after top-k, decoding and class-aware NMS."""
+    def decode_predictions(self, raw, images, return_levels: bool = False):
+        """Raw head outputs -> padded detections after top-k, decoding and class-aware NMS.
+
+        With `return_levels`, the result also has `levels` `[B, D]` int32: the FPN
+        level (3..7) whose anchor produced each detection (-1 for padding), for
+        analyses of which level finds which objects (benchmarks/ipg_study.py).
+        Boxes are xyxy pixels of `images`, before any bounding_box_format conversion.
+        """
         cfg = self._config
         shape = ops.shape(images)
         height, width = shape[1], shape[2]
         cls_logits, box_deltas = raw["cls"], raw["box"]
-        boxes_all, scores_all, classes_all = [], [], []
+        boxes_all, scores_all, classes_all, levels_all = [], [], [], []
         start = 0
         for level in range(self.min_level, self.max_level + 1):
             count = self.anchor_generator.level_count(level, height, width)
@@ -211,12 +217,17 @@ class IPGRetinaNet(Detector):
             boxes_all.append(boxes)
             scores_all.append(top_scores)
             classes_all.append(classes)
+            levels_all.append(ops.full_like(classes, level))
         boxes = clip_boxes(ops.concatenate(boxes_all, 1), ops.cast(height, "float32"), ops.cast(width, "float32"))
-        return batched_class_aware_nms(
+        detections = batched_class_aware_nms(
             boxes,
             ops.concatenate(scores_all, 1),
             ops.concatenate(classes_all, 1),
             max_detections=cfg["max_detections"],
             iou_threshold=cfg["nms_iou_threshold"],
             score_threshold=cfg["score_threshold"],
+            labels=ops.concatenate(levels_all, 1) if return_levels else None,
         )
+        if return_levels:
+            detections["levels"] = detections.pop("labels")
+        return detections

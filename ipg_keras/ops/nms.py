@@ -43,14 +43,16 @@ def class_aware_nms_indices(boxes, scores, classes, max_detections, iou_threshol
     return tf.gather(order, positions), valid
 
 
-def _nms_one_image(boxes, scores, classes, max_detections, iou_threshold, score_threshold):
+def _nms_one_image(boxes, scores, classes, max_detections, iou_threshold, score_threshold, labels=None):
     indices, valid = class_aware_nms_indices(boxes, scores, classes, max_detections, iou_threshold,
                                              score_threshold)
     keep = tf.range(max_detections) < valid
     out_boxes = tf.where(keep[:, None], tf.gather(boxes, indices), 0.0)
     out_scores = tf.where(keep, tf.gather(scores, indices), 0.0)
     out_classes = tf.where(keep, tf.gather(classes, indices), -1)
-    return out_boxes, out_scores, out_classes, valid
+    if labels is None:
+        return out_boxes, out_scores, out_classes, valid
+    return out_boxes, out_scores, out_classes, valid, tf.where(keep, tf.gather(labels, indices), -1)
 
 
 def batched_class_aware_nms(
@@ -60,6 +62,7 @@ def batched_class_aware_nms(
     max_detections: int = 100,
     iou_threshold: float = 0.5,
     score_threshold: float = 0.05,
+    labels=None,
 ):
     """Per-image, per-class NMS with padded outputs.
 
@@ -67,14 +70,20 @@ def batched_class_aware_nms(
         boxes: `[B, K, 4]` xyxy candidate boxes.
         scores: `[B, K]` candidate scores.
         classes: `[B, K]` int candidate classes.
+        labels: optional `[B, K]` int, carried along with each candidate (e.g. the
+            FPN level it came from); does not change which boxes are kept.
     Returns:
         dict of `boxes` `[B, D, 4]`, `scores` `[B, D]`, `classes` `[B, D]` int32
         (-1 past the valid ones), `num_detections` `[B]` int32, with
-        `D = max_detections`, sorted by descending score.
+        `D = max_detections`, sorted by descending score; with `labels`, also
+        `labels` `[B, D]` int32 (-1 past the valid ones).
     """
     boxes = tf.cast(boxes, tf.float32)
     scores = tf.cast(scores, tf.float32)
     classes = tf.cast(classes, tf.int32)
+    if labels is not None:
+        return _nms_with_labels(boxes, scores, classes, tf.cast(labels, tf.int32), max_detections, iou_threshold,
+                                score_threshold)
 
     if boxes.shape[0] == 1:
         # A static batch of one (TFLite export) needs no loop: without map_fn's
@@ -108,3 +117,22 @@ def batched_class_aware_nms(
         "classes": out_classes,
         "num_detections": valid,
     }
+
+
+def _nms_with_labels(boxes, scores, classes, labels, max_detections, iou_threshold, score_threshold):
+    def fn(args):
+        return _nms_one_image(*args[:3], max_detections, iou_threshold, score_threshold, labels=args[3])
+
+    out_boxes, out_scores, out_classes, valid, out_labels = tf.map_fn(
+        fn,
+        (boxes, scores, classes, labels),
+        fn_output_signature=(
+            tf.TensorSpec([max_detections, 4], tf.float32),
+            tf.TensorSpec([max_detections], tf.float32),
+            tf.TensorSpec([max_detections], tf.int32),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([max_detections], tf.int32),
+        ),
+    )
+    return {"boxes": out_boxes, "scores": out_scores, "classes": out_classes, "num_detections": valid,
+            "labels": out_labels}

@@ -46,6 +46,7 @@ class ModelConfig:
     ipg_out_ratio: float = 0.25
     ipg_levels: list[int] = field(default_factory=lambda: [2, 3, 4, 5])
     fusion: str = "concat"
+    fusion_init: str = "zero"  # zero: BN gamma 0 (starts as the plain backbone) | one (concat/sum only)
     pyramid_method: str = "area"
     # RetinaNet's FPN levels. Faster R-CNN's are fixed (RPN on P2-P6, RoIs from
     # P2-P5): leave these out or set 2 and 6.
@@ -420,6 +421,8 @@ _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
     ("data.tiles_per_image", lambda c: c.data.tile_size is not None and c.data.sampling == "random",
      "data.tile_size set and data.sampling=random", ()),
     *[(f"data.{k}", lambda c: bool(c.data.augment), "data.augment=true", ()) for k in AUGMENT_KEYS],
+    ("model.fusion_init", lambda c: c.model.ipg and c.model.fusion != "gated",
+     "model.ipg=true and model.fusion=concat|sum (the gated fusion has no BN gamma)", ()),
     ("train.momentum", lambda c: c.train.optimizer == "sgd", "train.optimizer=sgd", ()),
     ("train.weight_decay", lambda c: c.train.optimizer in ("sgd", "adamw"), "train.optimizer=sgd|adamw", (0.0,)),
     *[(f"train.{k}", lambda c: c.train.schedule == "step", "train.schedule=step", ())

@@ -292,7 +292,7 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> keras.Model:
     m = cfg.model
     backbone_kwargs = dict(
         ipg_levels=m.ipg_levels, ipg_width=m.ipg_width, ipg_depth=m.ipg_depth, ipg_out_ratio=m.ipg_out_ratio,
-        fusion=m.fusion, pyramid_method=m.pyramid_method, width_multiplier=m.width_multiplier,
+        fusion=m.fusion, fusion_init=m.fusion_init, pyramid_method=m.pyramid_method, width_multiplier=m.width_multiplier,
     )
     common = dict(
         num_classes=num_classes, backbone=m.backbone, ipg=m.ipg, backbone_weights=m.backbone_weights,
@@ -562,7 +562,7 @@ def run(cfg: ExperimentConfig, output: str | Path) -> dict[str, Any]:
 
 
 def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, per_replica: int) -> dict[str, Any]:
-    from ipg_keras.evaluation import evaluate_model
+    from ipg_keras.evaluation import METRIC_NAMES, evaluate_model
     from ipg_keras.visualization import plot_history, save_detection_grid
 
     start = time.time()
@@ -707,7 +707,8 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
         metrics = evaluate_model(model, val_ds, num_classes=num_classes, class_names=class_names, verbose=True,
                                  predict_fn=predict_fn)
     result = {
-        **{k: metrics[k] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl") if k in metrics},
+        # The twelve COCO metrics (AP..APl, AR1..ARl; ARs = small-object recall).
+        **{k: metrics[k] for k in METRIC_NAMES if k in metrics},
         "train_seconds": round(train_seconds, 1),
         "wall_seconds": None,
         **summary,

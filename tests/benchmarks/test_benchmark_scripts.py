@@ -55,49 +55,78 @@ def test_speed_script_tiny(tmp_path, capsys):
     assert "keras-cv RetinaNet-resnet18" in result["models"] or "keras_cv RetinaNet" in result["errors"]
 
 
-def test_study_summary_from_run_jsons(tmp_path):
-    study = _load("ipg_study")
-    runs = tmp_path / "runs"
-    runs.mkdir()
-    for arm, base in (("ipg", 0.3), ("baseline", 0.2)):
-        for seed in (0, 1):
-            record = {"settings": {"dataset": "synthetic", "arm": arm, "seed": seed},
-                      "metrics": {"AP": base + 0.01 * seed, "AP50": base + 0.1, "APs": base - 0.1}}
-            (runs / f"synthetic_{arm}_seed{seed}.json").write_text(json.dumps(record))
-    summary = study.summarize(runs)
-    ipg = [g for g in summary["groups"] if g["arm"] == "ipg"][0]
-    assert ipg["n"] == 2 and math.isclose(ipg["AP"]["mean"], 0.305)
-    assert math.isclose(summary["paired"][0]["AP"]["mean"], 0.1) and math.isclose(summary["paired"][0]["AP"]["std"], 0)
-    table = study.summary_table(summary)
-    assert "ΔAPs" in table and "0.305 ± 0.007" in table
-    study.plot_summary(summary, tmp_path / "s.png", "test")
-    assert (tmp_path / "s.png").stat().st_size > 1000
+def _run_record(dataset, variant, seed, **metrics):
+    return {"dataset": dataset, "variant": variant, "seed": seed, "metrics": metrics}
 
 
-@pytest.mark.slow  # builds and traces several detectors: minutes on a busy 2-core CPU
-def test_study_quick_runs_and_resumes(tmp_path, capsys):
+def test_study_statistics_paired_intervals_selection_and_plots(tmp_path):
+    report = _load("study_report")
+    runs = []
+    for seed, (base, ipg, gated) in enumerate([(0.20, 0.30, 0.19), (0.30, 0.50, 0.29), (0.40, 0.70, 0.38)]):
+        for variant, aps in (("baseline", base), ("ipg", ipg), ("fusion_gated", gated)):
+            runs.append(_run_record("synthetic", variant, seed, AP=aps, AP50=aps, APs=aps, ARs=aps))
+    summary = report.summarize(runs)
+    pair = next(p for p in summary["paired"] if p["variant"] == "ipg")
+    # Paired differences 0.1, 0.2, 0.3: mean 0.2, std 0.1, 95 % t interval 0.2 +- 4.303 * 0.1 / sqrt(3).
+    assert math.isclose(pair["APs"]["mean"], 0.2) and math.isclose(pair["APs"]["std"], 0.1)
+    half = 4.303 * 0.1 / math.sqrt(3)
+    assert all(math.isclose(a, b, abs_tol=1e-12) for a, b in zip(pair["APs"]["ci"], (0.2 - half, 0.2 + half)))
+    assert report.t_quantile_975(4) == 2.776 and report.t_quantile_975(100) == 1.96
+    with pytest.raises(ValueError, match="2 pairs"):
+        report.t_quantile_975(0)
+    base = next(a for a in summary["arms"] if a["variant"] == "baseline")
+    assert math.isclose(base["AP"]["mean"], 0.3) and base["seeds"] == [0, 1, 2]
+    selection = report.select_variant(summary, ["ipg", "fusion_gated"])
+    assert selection["variant"] == "ipg" and [r[0] for r in selection["ranking"]] == ["ipg", "fusion_gated"]
+    assert report.select_variant(summary, ["ipg"], min_seeds=4)["variant"] is None
+    # Confirmation on another dataset: holds only when the whole interval lies above 0.
+    trees = [_run_record("trees", v, s, AP=a, AP50=a, APs=a, ARs=a)
+             for s, (b, i) in enumerate([(0.1, 0.12), (0.2, 0.19), (0.3, 0.33)])
+             for v, a in (("baseline", b), ("ipg", i))]
+    decision = report.confirmation(report.summarize(runs + trees), "ipg")
+    assert decision["holds"] is False and decision["n"] == 3 and "includes" in decision["reason"]
+    assert report.confirmation(summary, "ipg")["holds"] is None  # no trees runs yet
+    table = report.paired_table(summary)
+    assert "ΔAPs [95 % CI]" in table and f"+0.200 [{0.2 - half:+.3f}, {0.2 + half:+.3f}]" in table
+    abl = report.ablation_table(summary, {"ipg": {"gflops": 1.06, "params": 1185085}})
+    assert "| ipg | 1.060 | 1,185,085 | 3 |" in abl and "| fusion_gated | n/a |" in abl
+    report.plot_paired(summary, tmp_path / "p.png", variants=["ipg"])
+    report.plot_ablation(summary, tmp_path / "a.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "a.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # trains two tiny units through ipg-train subprocesses: minutes on a busy 2-core CPU
+def test_study_quick_units_resume_and_are_skipped(tmp_path, capsys):
     study = _load("ipg_study")
-    argv = ["--quick", "--datasets", "synthetic", "--seeds", "0", "--out", str(tmp_path), "--verbose", "0"]
+    argv = ["--quick", "--phases", "headline-synthetic", "--seeds", "0", "--out", str(tmp_path)]
     assert study.main(argv) == 0
-    run_files = sorted(p.name for p in (tmp_path / "quick" / "runs").glob("*.json"))
-    assert run_files == ["synthetic_baseline_seed0.json", "synthetic_ipg_seed0.json"]
-    record = json.loads((tmp_path / "quick" / "runs" / "synthetic_ipg_seed0.json").read_text())
-    assert record["settings"]["ipg"] is True and -1.0 <= record["metrics"]["APs"] <= 1.0
-    assert (tmp_path / "quick" / "summary.png").exists()
+    root = tmp_path / "quick"
+    for variant, ipg in (("ipg", True), ("baseline", False)):
+        folder = root / "runs" / "synthetic" / variant / "seed0"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        assert metrics["ipg"] is ipg and metrics["steps_completed"] == metrics["total_steps"] == 4
+        assert -1.0 <= metrics["ARs"] <= 1.0  # the twelve COCO metrics reach metrics.json
+        analysis = json.loads((folder / "analysis.json").read_text())
+        assert [b["bucket"] for b in analysis["size_buckets"]][:2] == ["0-12", "12-16"]
+        assert set(analysis["tp_levels"]) >= {"all", "0-12"}
+        history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+        assert [r["steps_done"] for r in history if "val_AP" in r] == [2, 4]  # a val-AP curve, every epoch
+    summary = json.loads((root / "summary.json").read_text())
+    assert len(summary["runs"]) == 2 and summary["summary"]["paired"][0]["variant"] == "ipg"
+    assert summary["costs"]["ipg"]["gflops"] > summary["costs"]["baseline"]["gflops"] > 0
+    for name in ("report.md", "paired.png", "curves_synthetic.png", "breakdown.png"):
+        assert (root / name).is_file()
     capsys.readouterr()
-    assert study.main(argv) == 0  # resumable: both runs exist, nothing is trained again
-    printed = capsys.readouterr().out
-    assert printed.count("skip ") == 2 and "ran 0 new run(s)" in printed
-
-
-@pytest.mark.slow  # builds and traces several detectors: minutes on a busy 2-core CPU
-def test_study_quick_trees_sliced(tmp_path):
-    from ipg_keras.utils.paths import trees_dir
-
-    if not (Path(trees_dir()) / "train").is_dir():
-        pytest.skip(f"trees data not found at {trees_dir()} (set IPG_KERAS_TREES_DIR)")
-    study = _load("ipg_study")
-    assert study.main(["--quick", "--datasets", "trees", "--seeds", "0", "--arms", "ipg", "--out", str(tmp_path),
-                       "--verbose", "0"]) == 0
-    record = json.loads((tmp_path / "quick" / "runs" / "trees_ipg_seed0.json").read_text())
-    assert record["metrics"]["train_images_or_tiles"] > 50  # the big train image was tiled
+    assert study.main(argv) == 0  # finished units are skipped
+    assert capsys.readouterr().out.count("skip synthetic/") == 2
+    # A unit interrupted after its last checkpoint resumes from it instead of training again.
+    folder = root / "runs" / "synthetic" / "ipg" / "seed0"
+    (folder / "metrics.json").unlink()
+    (folder / "analysis.json").unlink()
+    assert study.main(argv + ["--variants", "ipg"]) == 0
+    assert json.loads((folder / "metrics.json").read_text())["resumed_from_step"] == 4
+    # A folder made with other settings stops the study with its name.
+    unit = json.loads((folder / "unit.json").read_text())
+    (folder / "unit.json").write_text(json.dumps({**unit, "overrides": unit["overrides"] + ["model.ipg_width=8"]}))
+    with pytest.raises(SystemExit, match="seed0 holds a run with other settings"):
+        study.main(argv)

@@ -76,6 +76,29 @@ def test_ipg_fusion_is_identity_at_initialisation(mode):
     np.testing.assert_allclose(np.asarray(IPGFusion(mode)([f, g], training=False)), f, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["concat", "sum"])
+def test_ipg_fusion_one_init_hears_the_guidance_from_the_start(mode):
+    """init="one" (an IPG-study ablation): gamma starts at 1, so the output differs from F at once,
+    by exactly BN(conv(x)) at inference (moving mean 0, variance 1)."""
+    f = np.random.rand(2, 8, 8, 16).astype("float32")
+    g = np.random.rand(2, 8, 8, 4).astype("float32") * 10
+    layer = IPGFusion(mode, init="one")
+    out = np.asarray(layer([f, g], training=False))
+    x = np.concatenate([f, g], -1) if mode == "concat" else g
+    conv = np.einsum("bhwc,cd->bhwd", x, np.asarray(layer.conv.kernel)[0, 0])
+    np.testing.assert_allclose(out, f + conv / np.sqrt(1 + layer.bn.epsilon), rtol=1e-4, atol=1e-4)
+    assert np.abs(out - f).mean() > 0.1
+    assert roundtrip(IPGFusion(mode, init="one"), [f, g]).shape == f.shape  # init in get_config
+    assert IPGFusion.from_config(layer.get_config()).init == "one"
+
+
+def test_ipg_fusion_rejects_unknown_init_and_one_with_gated():
+    with pytest.raises(ValueError, match="zero"):
+        IPGFusion("concat", init="half")
+    with pytest.raises(ValueError, match="gated"):
+        IPGFusion("gated", init="one")
+
+
 def test_ipg_fusion_rejects_unknown_mode():
     with pytest.raises(ValueError, match="concat"):
         IPGFusion("attention")

@@ -164,3 +164,24 @@ def test_giou_box_loss_trains():
     x, y = toy_batch()
     h = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(8), epochs=1, verbose=0).history
     assert np.isfinite(h["box_loss"][-1])
+
+
+def test_decode_predictions_can_name_the_fpn_level_of_each_detection(trained):
+    """`return_levels`: the same detections, each with the level whose anchor produced it."""
+    model, _ = trained
+    x, _ = toy_batch()
+    raw = model(x, training=False)
+    plain = model.decode_predictions(raw, x)
+    with_levels = model.decode_predictions(raw, x, return_levels=True)
+    for key in ("boxes", "scores", "classes", "num_detections"):
+        np.testing.assert_array_equal(np.asarray(plain[key]), np.asarray(with_levels[key]))
+    levels = np.asarray(with_levels["levels"])
+    valid = np.arange(levels.shape[1])[None] < np.asarray(with_levels["num_detections"])[:, None]
+    assert np.all(levels[~valid] == -1)
+    assert set(np.unique(levels[valid])) <= set(range(model.min_level, model.max_level + 1))
+    # Reference: the top detection's level, found by brute force over the raw outputs.
+    counts = [model.anchor_generator.level_count(l, x.shape[1], x.shape[2])
+              for l in range(model.min_level, model.max_level + 1)]
+    scores = tf.sigmoid(raw["cls"][0]).numpy().max(-1)
+    level_of_anchor = np.repeat(np.arange(model.min_level, model.max_level + 1), counts)
+    assert levels[0, 0] == level_of_anchor[np.argmax(scores)]

@@ -23,7 +23,7 @@ BUILD_MODEL = "build_model"
 KEY_USES = {
     **{f"model.{k}": BUILD_MODEL for k in (
         "type", "backbone", "ipg", "backbone_weights", "width_multiplier", "ipg_width", "ipg_depth",
-        "ipg_out_ratio", "ipg_levels", "fusion", "pyramid_method", "min_level", "max_level", "fpn_channels",
+        "ipg_out_ratio", "ipg_levels", "fusion", "fusion_init", "pyramid_method", "min_level", "max_level", "fpn_channels",
         "head_width", "head_depth", "head_norm", "batchnorm", "anchor_size", "box_loss", "box_loss_weight",
         "score_threshold", "nms_iou_threshold", "max_detections", "anchor_scales", "aspect_ratios", "positive_iou",
         "negative_iou", "focal_alpha", "focal_gamma")},
@@ -102,6 +102,9 @@ def test_every_key_is_read_where_the_audit_says(key):
         ("tiny_distributed_cpu", ["train.min_lr_factor=0.1"], "'train.min_lr_factor'.*train.schedule=cosine"),
         ("tiny_distributed_cpu", ["export.tflite=[int8, int8]"], "lists a precision twice"),
         ("tiny_distributed_cpu", ["export.tflite=[int4]"], "'int4' is not float32"),
+        ("synthetic_retinanet_cpu", ["model.fusion=gated", "model.fusion_init=one"],
+         "'model.fusion_init'.*fusion=concat|sum"),
+        ("synthetic_retinanet_cpu", ["model.ipg=false", "model.fusion_init=one"], "'model.fusion_init'.*ipg=true"),
     ],
 )
 def test_keys_that_would_do_nothing_are_rejected(config, overrides, message):
@@ -118,6 +121,13 @@ def test_neutral_and_matching_values_are_accepted():
     assert load_config("tiny_distributed_cpu", ["export.tflite=true"]).export.tflite == ["float32"]
     assert load_config("tiny_distributed_cpu", ["export.tflite=false"]).export.tflite == []
     assert load_config("tiny_distributed_cpu", ["export.tflite=[float16, int8]"]).export.tflite == ["float16", "int8"]
+
+
+def test_fusion_init_reaches_the_fusion_layers():
+    model = train_module.build_model(load_config("tiny_distributed_cpu", ["model.fusion_init=one"]), 3)
+    fusions = [l for l in model.backbone.layers if l.name.startswith("ipg_fusion_")]
+    assert fusions and all(l.init == "one" for l in fusions)
+    assert all(np.all(np.asarray(l.bn.gamma) == 1.0) for l in fusions)
 
 
 def test_anchor_size_reaches_both_detectors():
