@@ -118,7 +118,14 @@ class TrainingState:
         # does not advance on the steps LossScaleOptimizer skips (float16 overflow).
         self.step_variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="train_steps")
         self.steps_done = 0
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, train_steps=self.step_variable)
+        # Every weight of the model, also listed by position: tf.train.Checkpoint finds variables
+        # through the object graph, and layers that keep sublayers in containers it does not
+        # follow (IPGTransform's residual blocks, tuples in a list) would lose their
+        # non-trainable state (BatchNorm moving mean/variance; trainable weights are also
+        # reached through the optimizer). The list order is the model's, fixed by its config.
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, train_steps=self.step_variable,
+                                              model_weights=list(model.weights))
+        self._legacy = tf.train.Checkpoint(model=model, optimizer=model.optimizer, train_steps=self.step_variable)
         self.last_saved_step: int | None = None
         self.last_path: str | None = None
         if worker.is_chief:
@@ -136,7 +143,14 @@ class TrainingState:
         if path is None:
             return 0
         try:
-            status = self.checkpoint.restore(path)
+            if "model_weights" in {name.split("/")[0] for name, _ in tf.train.list_variables(path)}:
+                status = self.checkpoint.restore(path)
+            else:
+                # Written before model_weights existed: BatchNorm moving statistics of layers that the
+                # object graph misses were not saved; they restart from their initial values.
+                log.warning("%s predates full-weight checkpoints: BatchNorm moving statistics of some layers "
+                            "(e.g. IPG transforms) restart from their initial values.", path)
+                status = self._legacy.restore(path)
             status.assert_existing_objects_matched()
             status.expect_partial()  # e.g. compile metrics, built later by fit()
         except (AssertionError, ValueError, tf.errors.OpError) as error:
