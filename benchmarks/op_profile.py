@@ -58,12 +58,17 @@ def build_models(preset: str, num_classes: int, which: list[str]) -> dict[str, A
                                                                 **{**kw, "head_depth": 3})
         elif name == "ipg":
             out["ours ipg=True"] = IPGRetinaNet(num_classes, backbone, ipg=True, **kw)
+        elif name == "main":  # the main job's model (training/configs/synthetic_retinanet_cpu.yaml)
+            from ipg_keras.training.config import load_config
+            from ipg_keras.training.train import build_model
+
+            out["main job IPG-RetinaNet"] = build_model(load_config("synthetic_retinanet_cpu"), num_classes=num_classes)
         elif name == "kcv":
             out["keras-cv (3 head convs, default)"] = build_keras_cv(preset, num_classes, 1 if tiny else 3)
         elif name == "kcv4":
             out["keras-cv, 4 head convs"] = build_keras_cv(preset, num_classes, 2 if tiny else 4)
         else:
-            raise SystemExit(f"unknown model {name!r}: use ours, ours3, ipg, kcv, kcv4")
+            raise SystemExit(f"unknown model {name!r}: use ours, ours3, ipg, kcv, kcv4, main")
     return out
 
 
@@ -185,7 +190,8 @@ def report(result: dict[str, Any]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=("full", "tiny"), default="full")
-    parser.add_argument("--models", default="ours,kcv", help="comma-separated: ours, ours3, ipg, kcv, kcv4")
+    parser.add_argument("--models", default="ours,kcv", help="comma-separated: ours, ours3, ipg, kcv, kcv4, main")
+    parser.add_argument("--image-size", type=int, default=None, help="default 512 (128 for --preset tiny)")
     parser.add_argument("--phases", default="forward,train")
     parser.add_argument("--forward-batch", type=int, default=1)
     parser.add_argument("--train-batch", type=int, default=2)
@@ -201,7 +207,7 @@ def main(argv=None) -> int:
 
     from speed import training_batch
 
-    size = 128 if args.preset == "tiny" else 512
+    size = args.image_size or (128 if args.preset == "tiny" else 512)
     num_classes = 5
     phases = [p for p in args.phases.split(",") if p]
     result: dict[str, Any] = {"preset": args.preset, "image_size": size, "machine": machine_info(), "models": {}}
