@@ -155,7 +155,7 @@ def component_of(name: str) -> str:
     if m:
         level = int(m.group(1))
         return f"backbone C{level if '/conv' in m.group(0) else level + 2}"
-    if re.search(r"(^|/)(reshape|classification|box)(_\d+)?/", name):
+    if re.search(r"(^|/)(reshape|classification|box)(_\d+)*/", name):
         return "head outputs reshape + concat"  # keras-cv's Reshape layers and its final Concatenates
     return "other"
 
