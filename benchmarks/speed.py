@@ -81,9 +81,18 @@ def build_ipg_faster_rcnn(preset: str, ipg: bool, num_classes: int, backbone: st
     return IPGFasterRCNN(num_classes, backbone=backbone, ipg=ipg)
 
 
-def build_keras_cv_retinanet(preset: str, num_classes: int):
-    """keras-cv's RetinaNet (defaults) on a ResNet-50 v1 backbone built offline (see module docstring)."""
+def build_keras_cv_retinanet(preset: str, num_classes: int, head_convs: int | None = None):
+    """keras-cv's RetinaNet (defaults) on a ResNet-50 v1 backbone built offline (see module docstring).
+
+    `head_convs` (e.g. 4, the paper's and our head depth; keras-cv's default is 3)
+    builds it with that many hidden convs per head (`benchmarks/flops.py`'s builder).
+    """
     import keras_cv
+
+    if head_convs is not None:
+        from flops import build_keras_cv
+
+        return build_keras_cv(preset, num_classes, head_convs)
 
     if preset == "tiny":
         backbone = keras_cv.models.ResNetBackbone(
@@ -142,6 +151,10 @@ def build_entries(detectors: list[str], preset: str, p: dict, errors: dict) -> l
         except Exception as error:  # noqa: BLE001 - reported in the table and JSON
             errors["keras_cv RetinaNet"] = f"{type(error).__name__}: {error}"
             print(f"keras-cv RetinaNet unavailable: {errors['keras_cv RetinaNet']}", flush=True)
+        if p.get("keras_cv_same_head", True) and "keras_cv RetinaNet" not in errors:
+            depth = 1 if preset == "tiny" else 4
+            entries.append(Entry(f"keras-cv RetinaNet-{tag} ({depth} head convs)", "retinanet",
+                                 build_keras_cv_retinanet(preset, nc, depth), "keras_cv"))
     if "faster_rcnn" in detectors:
         try:
             entries.append(Entry(f"IPG-FasterRCNN-{tag}", "faster_rcnn", build_ipg_faster_rcnn(preset, True, nc, bb),
@@ -180,7 +193,8 @@ def run(args) -> dict[str, Any]:
     import tensorflow as tf
 
     p = dict(PRESETS[args.preset])
-    for key in ("image_size", "warmup1", "iters1", "warmup8", "iters8", "train_batch", "train_iters"):
+    for key in ("image_size", "warmup1", "iters1", "warmup8", "iters8", "train_batch", "train_iters",
+                "keras_cv_same_head"):
         if getattr(args, key, None) is not None:
             p[key] = getattr(args, key)
     size = p["image_size"]
@@ -219,8 +233,10 @@ def run(args) -> dict[str, Any]:
         fns = {}
         for e in entries:
             raw = e.forward(x)
-            busy = e.busy_raw(raw)
+            busy = None if args.forward_only else e.busy_raw(raw)
             fns[f"{e.name}|forward"] = lambda e=e: e.forward(x)
+            if args.forward_only:
+                continue
             fns[f"{e.name}|end_to_end"] = lambda e=e: e.end_to_end(x)
             fns[f"{e.name}|post"] = lambda e=e, raw=raw: e.decode(raw, x)
             if busy is not None:
@@ -228,7 +244,9 @@ def run(args) -> dict[str, Any]:
         timed = time_interleaved(fns, warmup, iters, label=f"batch {batch}")
         for e in entries:
             r = {k.split("|")[1]: v for k, v in timed.items() if k.split("|")[0] == e.name}
-            fwd, e2e, post = r["forward"]["median_s"], r["end_to_end"]["median_s"], r["post"]["median_s"]
+            nan = {"median_s": float("nan")}
+            fwd = r["forward"]["median_s"]
+            e2e, post = r.get("end_to_end", nan)["median_s"], r.get("post", nan)["median_s"]
             m = models[e.name]
             row = {
                 "forward_images_per_s": batch / fwd,
@@ -344,6 +362,15 @@ def report(result: dict[str, Any]) -> str:
                 r = models[n][f"batch{b}"]
                 ratio_rows.append([f"{refs[0]} / {n}", b, r0["forward_images_per_s"] / r["forward_images_per_s"],
                                    r0["end_to_end_images_per_s"] / r["end_to_end_images_per_s"]])
+    for b in batches:
+        kcv = [n for n, m in models.items() if m["kind"] == "keras_cv" and f"batch{b}" in m]
+        ours = [n for n, m in models.items() if m["family"] == "retinanet" and m["kind"] == "ours"
+                and f"batch{b}" in m and not n.startswith("IPG")]
+        for n0 in ours:
+            for n in kcv:
+                r0, r = models[n0][f"batch{b}"], models[n][f"batch{b}"]
+                ratio_rows.append([f"{n0} / {n}", b, r0["forward_images_per_s"] / r["forward_images_per_s"],
+                                   r0["end_to_end_images_per_s"] / r["end_to_end_images_per_s"]])
     if ratio_rows:
         lines.append("")
         lines.append(format_table(["speed ratio (images/s)", "batch", "forward", "end-to-end"], ratio_rows))
@@ -354,7 +381,8 @@ def report(result: dict[str, Any]) -> str:
         lines.append(f"Training step (`fit` on one repeated batch, Adam, identical batch of "
                      f"{result['settings']['train_batch']} at {size}x{size}):")
         lines.append(format_table(["model", "train img/s"], train_rows))
-        for family, ref in (("retinanet", "IPG-RetinaNet"), ("faster_rcnn", "IPG-FasterRCNN")):
+        for family, ref in (("retinanet", "IPG-RetinaNet"), ("retinanet", "RetinaNet-"),
+                            ("faster_rcnn", "IPG-FasterRCNN")):
             names = [n for n, m in models.items() if m["family"] == family and "train_images_per_s" in m]
             refs = [n for n in names if n.startswith(ref)]
             for n in names:
@@ -399,6 +427,10 @@ def parse_args(argv=None):
     parser.add_argument("--train-iters", dest="train_iters", type=int)
     parser.add_argument("--no-train", dest="train", action="store_false", help="skip the training-step timing")
     parser.add_argument("--no-flops", dest="flops", action="store_false", help="skip the graph FLOP count")
+    parser.add_argument("--forward-only", action="store_true",
+                        help="time the forward pass only (no end-to-end / post-processing calls)")
+    parser.add_argument("--no-keras-cv-same-head", dest="keras_cv_same_head", action="store_false",
+                        help="leave out keras-cv's RetinaNet with our head depth (4 convs; its default is 3)")
     parser.add_argument("--output", default=None, help="JSON path (default benchmarks/results/speed_<preset>.json)")
     args = parser.parse_args(argv)
     args.detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]

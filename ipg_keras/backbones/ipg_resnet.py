@@ -188,6 +188,46 @@ class IPGResNet(keras.Model):
         self.stage_channels = {f"C{s + 2}": f * expansion for s, f in enumerate(filters)}
         if weights is not None:
             load_imagenet_weights(self, weights)
+        self.freeze_redundant_biases()
+
+    def conv_bn_pairs(self) -> list[tuple[layers.Conv2D, layers.BatchNormalization]]:
+        """The ResNet convolutions with a bias (bottleneck ResNets) and the BatchNormalization right after each.
+
+        Pairs follow the keras.applications names (`X_conv` -> `X_bn`).
+        """
+        pairs = []
+        for layer in self.layers:
+            if isinstance(layer, layers.Conv2D) and layer.use_bias and layer.name.endswith("_conv"):
+                try:
+                    bn = self.get_layer(layer.name[: -len("_conv")] + "_bn")
+                except ValueError:
+                    continue
+                if isinstance(bn, layers.BatchNormalization):
+                    pairs.append((layer, bn))
+        return pairs
+
+    def freeze_redundant_biases(self) -> int:
+        """Makes a conv bias trainable only where the BatchNormalization after it does not cancel it.
+
+        keras.applications' ResNet-50/101 (whose ImageNet weights this backbone
+        loads) give every conv a bias, each followed by BatchNormalization. A
+        BN layer that trains normalises with the batch mean, which subtracts
+        the bias again: its gradient is exactly zero, so computing it only
+        costs time (the bias-gradient reduction made a training step of
+        ResNet-50 at 512x512 about 25 % slower per bottleneck block at C2, see
+        benchmarks/RESULTS.md "Training step profile"). Such biases are made
+        non-trainable; their values (zeros, or the ImageNet ones) still apply
+        in inference, exactly as before. Where the BN is frozen
+        (`layer.trainable = False`, `model.batchnorm: frozen`) the bias is a
+        real parameter and stays trainable: call this again after changing a
+        BN layer's `trainable`. Weights and saved models are unchanged (the
+        variables exist as before). Returns the number of frozen biases.
+        """
+        frozen = 0
+        for conv, bn in self.conv_bn_pairs():
+            conv.bias.trainable = not (bn.trainable and conv.trainable)
+            frozen += not conv.bias.trainable
+        return frozen
 
     def get_config(self):
         # Weights travel with the saved model, so a reloaded model never downloads again.

@@ -346,6 +346,8 @@ def configure_batchnorm(model: keras.Model, mode: str) -> int:
             raise ConfigError("model.batchnorm=frozen: the model has no backbone with BatchNormalization layers.")
         for layer in layers:
             layer.trainable = False
+        if hasattr(backbone, "freeze_redundant_biases"):
+            backbone.freeze_redundant_biases()  # a frozen BN no longer cancels the conv bias before it
         return len(layers)
     raise ConfigError(f"model.batchnorm: {mode!r} is not one of ['train', 'sync', 'frozen'].")
 

@@ -74,3 +74,62 @@ def test_bad_backbone_arguments_have_clear_errors(tmp_path):
         IPGResNet(50, weights=str(tmp_path / "missing.h5"))
     with pytest.raises(ValueError, match="ipg_levels"):
         IPGResNet(18, ipg_levels=(1, 2))
+
+
+
+def _one_adam_step(model, x, trainable_biases: bool):
+    """One Adam step on sum(C5**2); returns {variable path: new value}."""
+    import tensorflow as tf
+
+    if trainable_biases:  # the previous behaviour: every conv bias trained
+        for conv, _ in model.conv_bn_pairs():
+            conv.bias.trainable = True
+    optimizer = keras.optimizers.Adam(1e-2)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(model(x, training=True)["C5"] ** 2)
+    variables = model.trainable_variables
+    optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return {v.path: np.asarray(v) for v in model.variables}
+
+
+def test_biases_cancelled_by_batchnorm_do_not_train_and_nothing_else_changes():
+    """Bottleneck convs keep their bias variable (ImageNet/saved weights load as before), but it is frozen
+    where the BN after it trains: its gradient is zero, so every other weight steps exactly as before."""
+    import tensorflow as tf
+
+    x = np.random.RandomState(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
+    model = IPGResNet(50, ipg=False, width_multiplier=0.125)
+    pairs = model.conv_bn_pairs()
+    assert len(pairs) == 1 + 16 * 3 + 4  # stem + 3 convs per bottleneck block + 4 projection shortcuts
+    assert not any(conv.bias.trainable for conv, _ in pairs)
+    assert all(conv.kernel.trainable for conv, _ in pairs)
+    # While BN trains, the bias gradient is zero up to rounding (what makes freezing it free).
+    watched = [v.value for conv, _ in pairs for v in (conv.kernel, conv.bias)]  # the tf.Variables
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        loss = tf.reduce_sum(model(x, training=True)["C5"] ** 2)
+    grads = tape.gradient(loss, watched)
+    for (conv, _), g_kernel, g_bias in zip(pairs, grads[0::2], grads[1::2]):
+        assert float(tf.reduce_max(tf.abs(g_bias))) < 1e-3 * float(tf.reduce_max(tf.abs(g_kernel))), conv.name
+    # One optimizer step from identical weights: frozen biases (new) vs trainable biases (old).
+    old = IPGResNet(50, ipg=False, width_multiplier=0.125)
+    old.set_weights(model.get_weights())
+    bias_paths = {conv.bias.path for conv, _ in pairs}
+    bias_before = {conv.bias.path: np.asarray(conv.bias) for conv, _ in pairs}
+    new_values = _one_adam_step(model, x, trainable_biases=False)
+    old_values = _one_adam_step(old, x, trainable_biases=True)
+    assert len(old.trainable_variables) == len(model.trainable_variables) + len(pairs)
+    for path, value in new_values.items():
+        if path in bias_paths:
+            np.testing.assert_array_equal(value, bias_before[path])  # frozen: unchanged
+        else:
+            np.testing.assert_allclose(value, old_values[path], rtol=1e-5, atol=1e-6, err_msg=path)
+    # ... and the trained network computes the same (BN in training mode cancels any bias).
+    a, b = model(x, training=True)["C5"], old(x, training=True)["C5"]
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-3)
+    # A frozen BN does not cancel the bias: it trains again.
+    for _, bn in pairs:
+        bn.trainable = False
+    assert model.freeze_redundant_biases() == 0 and all(conv.bias.trainable for conv, _ in pairs)
+    # ResNet-18/34 convs have no bias: nothing to freeze.
+    assert IPGResNet(18, width_multiplier=0.25, ipg_width=8).freeze_redundant_biases() == 0

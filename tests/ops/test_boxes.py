@@ -29,6 +29,34 @@ def test_pairwise_iou_matches_brute_force():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def _broadcast_reference(boxes1, boxes2):
+    """The previous formulation: `[..., N, 1, 4]` x `[..., 1, M, 4]` broadcasts (IoU, GIoU), in numpy."""
+    b1, b2 = np.expand_dims(boxes1, -2), np.expand_dims(boxes2, -3)
+    area = lambda b: np.maximum(b[..., 2] - b[..., 0], 0) * np.maximum(b[..., 3] - b[..., 1], 0)  # noqa: E731
+    wh = np.maximum(np.minimum(b1[..., 2:], b2[..., 2:]) - np.maximum(b1[..., :2], b2[..., :2]), 0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = np.expand_dims(area(boxes1), -1) + np.expand_dims(area(boxes2), -2) - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    hull_wh = np.maximum(np.maximum(b1[..., 2:], b2[..., 2:]) - np.minimum(b1[..., :2], b2[..., :2]), 0)
+    hull = hull_wh[..., 0] * hull_wh[..., 1]
+    giou = inter / np.maximum(union, 1e-9) - (hull - union) / np.maximum(hull, 1e-9)
+    return iou, giou
+
+
+def test_pairwise_iou_and_giou_broadcast_anchors_against_batched_targets_as_before():
+    """Anchors `[A, 4]` x padded targets `[B, M, 4]` -> `[B, A, M]` (the matching's call), unchanged values."""
+    rng = np.random.default_rng(3)
+    anchors = random_boxes(rng, 50)
+    targets = random_boxes(rng, 2 * 6).reshape(2, 6, 4)
+    targets[1, 4:] = -1.0  # padding rows
+    targets[0, 0] = [5, 5, 5, 9]  # degenerate (zero width)
+    want_iou, want_giou = _broadcast_reference(anchors, targets)
+    got_iou, got_giou = np.asarray(pairwise_iou(anchors, targets)), np.asarray(pairwise_giou(anchors, targets))
+    assert got_iou.shape == got_giou.shape == (2, 50, 6)
+    np.testing.assert_allclose(got_iou, want_iou, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(got_giou, want_giou, rtol=1e-6, atol=1e-6)
+
+
 def test_iou_known_values_and_degenerate_boxes():
     a = np.array([[0, 0, 10, 10]], "float32")
     b = np.array([[5, 0, 15, 10], [20, 20, 30, 30], [3, 3, 3, 3]], "float32")
