@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
                         "the model's image_size, else 512)")
     parser.add_argument("--mode", choices=MODES, default="auto", help="auto: letterbox, tile larger images")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction of the tile")
+    parser.add_argument("--max-detections", type=int, default=300,
+                        help="detections kept per image (tiles merged by NMS) and scored with --annotations; "
+                             "set it well above the number of objects in an image (dense scenes)")
     parser.add_argument("--score-threshold", type=float, default=0.0, help="drop detections below (results)")
     parser.add_argument("--draw-threshold", type=float, default=0.3, help="draw detections from this score")
     parser.add_argument("--no-draw", action="store_true", help="do not write visualizations")
@@ -65,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 <= args.overlap < 1.0:
         parser.error("--overlap must be in [0, 1)")
+    if args.max_detections < 1:
+        parser.error("--max-detections must be at least 1")
 
     from ipg_keras.data.image_io import read_image
     from ipg_keras.inference import ModelLoadError, load_detector, predict_image
@@ -126,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     for f in tqdm(files, desc="ipg-predict", disable=len(files) < 5):
         try:
             image = read_image(f)
-            pred = predict_image(detector, image, args.mode, overlap=args.overlap)
+            pred = predict_image(detector, image, args.mode, overlap=args.overlap,
+                                 max_detections=args.max_detections)
         except (ValueError, OSError) as error:  # unreadable image, wrong size for a TFLite model
             errors.append({"file": str(f), "error": str(error)})
             print(f"ipg-predict: {f}: {error}", file=sys.stderr)
@@ -164,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if ann is not None:
         from ipg_keras.evaluation import evaluate_detections
 
-        metrics = evaluate_detections(ann, dets, max_detections=getattr(detector, "max_detections", None))
+        metrics = evaluate_detections(ann, dets, max_detections=args.max_detections)
         with open(output / "metrics.json", "w") as fh:
             json.dump(metrics, fh, indent=2)
         summary["metrics"] = {k: round(metrics[k], 4) for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}

@@ -99,3 +99,54 @@ def test_dense_image_is_scored_with_every_detection(monkeypatch, tmp_path, capsy
     assert metrics["AP"] == pytest.approx(1.0) and metrics["max_detections"] >= 144
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["max_detections"] == metrics["max_detections"] and summary["metrics"]["AP"] == 1.0
+
+
+class SquareFinder:
+    """Detects the bright 8x8 squares of a tile by their top-left corners (score = visible fraction)."""
+
+    num_classes, class_names, max_detections = 1, ["square"], 300
+
+    def predict_on_batch(self, images):
+        images = np.asarray(images)
+        out = {"boxes": np.zeros((len(images), 300, 4), "float32"), "scores": np.zeros((len(images), 300), "float32"),
+               "classes": np.full((len(images), 300), -1, "int32"), "num_detections": np.zeros(len(images), "int32")}
+        for b, image in enumerate(images):
+            bright = np.pad(image[..., 0] > 128, ((1, 0), (1, 0)))
+            corner = bright[1:, 1:] & ~bright[:-1, 1:] & ~bright[1:, :-1]
+            ys, xs = np.nonzero(corner)
+            for i, (y, x) in enumerate(zip(ys[:300], xs[:300])):
+                w = int(bright[y + 1, x + 1 : x + 9].sum())
+                h = int(bright[y + 1 : y + 9, x + 1].sum())
+                out["boxes"][b, i] = [x, y, x + w, y + h]
+                out["scores"][b, i] = w * h / 64.0
+                out["classes"][b, i] = 0
+            out["num_detections"][b] = min(len(ys), 300)
+        return out
+
+
+def test_max_detections_keeps_every_object_of_a_dense_sliced_image(monkeypatch, tmp_path):
+    """400 objects in one image predicted tile by tile: the default merge keeps 300 detections (recall
+    0.75 at most); --max-detections 1000 keeps and scores them all."""
+    from PIL import Image
+
+    image = np.zeros((320, 320, 3), "uint8")
+    boxes = [[x, y, x + 8, y + 8] for y in range(4, 320, 16) for x in range(4, 320, 16)]
+    for x1, y1, x2, y2 in boxes:
+        image[y1:y2, x1:x2] = 255
+    Image.fromarray(image).save(tmp_path / "dense.png")
+    ann = {"images": [{"id": 1, "file_name": "dense.png", "width": 320, "height": 320}],
+           "categories": [{"id": 1, "name": "square"}],
+           "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [x1, y1, 8, 8], "area": 64,
+                            "iscrowd": 0} for i, (x1, y1, _, _) in enumerate(boxes)]}
+    (tmp_path / "ann.json").write_text(json.dumps(ann))
+    results = {}
+    for cap in (None, 1000):
+        out = tmp_path / f"out{cap}"
+        args = ["--output", out, "--annotations", tmp_path / "ann.json", "--mode", "slice"]
+        assert run(monkeypatch, SquareFinder(), tmp_path / "dense.png",
+                   args + ([] if cap is None else ["--max-detections", cap]), (160, 160)) == 0
+        results[cap] = (json.loads((out / "metrics.json").read_text()), json.loads((out / "detections.json").read_text()))
+    default, big = results[None], results[1000]
+    assert len(default[1]) == 300 and default[0]["max_detections"] == 300 and default[0]["AR100"] <= 0.75
+    assert len(big[1]) >= 400 and big[0]["max_detections"] == 1000
+    assert big[0]["AP"] == pytest.approx(1.0, abs=0.01)
