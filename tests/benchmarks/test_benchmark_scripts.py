@@ -119,3 +119,22 @@ def test_study_quick_units_resume_and_are_skipped(tmp_path, capsys):
     (folder / "unit.json").write_text(json.dumps({**unit, "overrides": unit["overrides"] + ["model.ipg_width=8"]}))
     with pytest.raises(SystemExit, match="seed0 holds a run with other settings"):
         study.main(argv)
+
+
+def test_trees_recipe_table_lists_finished_and_missing_variants(tmp_path):
+    recipe = _load("trees_recipe")
+    run = tmp_path / "recipe"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"steps_completed": 3000, "total_steps": 3000, "AP": 0.127,
+                                                  "AP50": 0.401, "AP75": 0.044, "APs": 0.074, "train_seconds": 2081}))
+    (run / "history.jsonl").write_text("\n".join(json.dumps(r) for r in [
+        {"steps_done": 200, "val_AP": 0.02, "val_AP50": 0.08}, {"steps_done": 300},
+        {"steps_done": 400, "val_AP": 0.11, "val_AP50": 0.36}, {"steps_done": 600, "val_AP": 0.10, "val_AP50": 0.35}]))
+    partial = tmp_path / "P2_min2"
+    partial.mkdir()
+    (partial / "metrics.json").write_text(json.dumps({"steps_completed": 100, "total_steps": 3000}))
+    rows = recipe.table(tmp_path).splitlines()
+    assert rows[2] == ("| recipe | (the config) | 3000 | 0.110 / 0.360 (400) | 0.127 / 0.401 / 0.044 / 0.074 "
+                       "| 2081 |")
+    assert rows[3].startswith("| P2_min2 | model.min_level=2 | not run |")  # stopped early: not finished
+    assert len(rows) == 2 + len(recipe.VARIANTS)

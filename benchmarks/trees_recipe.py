@@ -1,0 +1,103 @@
+"""Trees recipe search: named variants of `trees_retinanet`, each one resumable `ipg-train` run, and their table.
+
+    python benchmarks/trees_recipe.py                    # train the missing variants in order, then print the table
+    python benchmarks/trees_recipe.py --only P2_min2     # one variant
+    python benchmarks/trees_recipe.py --table            # only the table of what has finished
+
+Each variant is `ipg-train trees_retinanet --output runs/trees_recipe/<name> --set ...`
+(a killed run resumes from its checkpoint when started again; a finished one is
+skipped). The table gives, per variant, its overrides, the best and the final val
+AP / AP50 / AP75 / APs of the val-AP curve (sliced inference of the whole val
+image, `history.jsonl`) and the training time, so the next person does not repeat
+what was tried. Finished runs' curves and metrics are copied to
+`benchmarks/results/trees/<name>/` (committed; weights are not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = "trees_retinanet"
+# In the order they are worth trying (RESULTS.md "Trees recipe" says why); each on top of the config.
+VARIANTS: dict[str, list[str]] = {
+    "recipe": [],
+    "P2_min2": ["model.min_level=2"],
+    "head4": ["model.head_depth=4"],
+    "width05_fpn128": ["model.width_multiplier=0.5", "model.fpn_channels=128", "model.head_width=128"],
+    "iou04": ["model.positive_iou=0.4", "model.negative_iou=0.3"],
+}
+KEEP = ("config.yaml", "history.csv", "metrics.json", "training_curves.png")
+
+
+def run_variant(name: str, out: Path) -> int:
+    command = [sys.executable, "-m", "ipg_keras.cli.train", CONFIG, "--output", str(out / name)]
+    for key in VARIANTS[name]:
+        command += ["--set", key]
+    print("$", " ".join(command), flush=True)
+    return subprocess.run(command, cwd=REPO).returncode
+
+
+def finished(folder: Path) -> dict | None:
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    return metrics if metrics.get("steps_completed") == metrics.get("total_steps") else None
+
+
+def table(out: Path) -> str:
+    rows = ["| variant | overrides | steps | best val AP / AP50 (step) | final AP / AP50 / AP75 / APs | training s |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, overrides in VARIANTS.items():
+        metrics = finished(out / name)
+        if metrics is None:
+            rows.append(f"| {name} | {' '.join(overrides) or '(the config)'} | not run | - | - | - |")
+            continue
+        curve = [json.loads(line) for line in (out / name / "history.jsonl").read_text().splitlines()]
+        curve = [r for r in curve if r.get("val_AP") is not None]
+        best = max(curve, key=lambda r: r["val_AP50"]) if curve else None
+        rows.append(
+            f"| {name} | {' '.join(overrides) or '(the config)'} | {metrics['steps_completed']} | "
+            + (f"{best['val_AP']:.3f} / {best['val_AP50']:.3f} ({best['steps_done']})" if best else "-")
+            + f" | {metrics['AP']:.3f} / {metrics['AP50']:.3f} / {metrics['AP75']:.3f} / {metrics['APs']:.3f}"
+            f" | {metrics['train_seconds']:.0f} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default=None, help=f"comma-separated variants of {list(VARIANTS)}")
+    parser.add_argument("--table", action="store_true", help="print the table of finished variants only")
+    parser.add_argument("--out", default=str(REPO / "runs" / "trees_recipe"))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    names = [n.strip() for n in args.only.split(",")] if args.only else list(VARIANTS)
+    for name in names:
+        if name not in VARIANTS:
+            parser.error(f"unknown variant {name!r}; use {', '.join(VARIANTS)}")
+    failed = 0
+    for name in [] if args.table else names:
+        if finished(out / name):
+            print(f"skip {name} (finished)", flush=True)
+            continue
+        if run_variant(name, out) != 0:
+            failed += 1
+            continue
+        keep = REPO / "benchmarks" / "results" / "trees" / name
+        keep.mkdir(parents=True, exist_ok=True)
+        for file in KEEP:
+            if (out / name / file).is_file():
+                shutil.copy2(out / name / file, keep / file)
+    print(table(out))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
