@@ -206,12 +206,8 @@ class IPGRetinaNet(Detector):
             deltas = box_deltas[:, start : start + count, :]
             start = start + count
             # Top-k over (anchor, class) pairs per level, as torchvision does.
-            scores = ops.reshape(ops.sigmoid(logits), (ops.shape(logits)[0], -1))
-            k = ops.minimum(cfg["pre_nms_topk"], ops.shape(scores)[1])
-            top_scores, top_index = tf.math.top_k(scores, k=k)
-            anchor_index = top_index // self.num_classes
-            classes = top_index % self.num_classes
-            top_deltas = ops.take_along_axis(deltas, ops.expand_dims(anchor_index, -1), axis=1)
+            top_scores, anchor_index, classes = top_pairs(ops.sigmoid(logits), cfg["pre_nms_topk"], count)
+            top_deltas = tf.gather(deltas, anchor_index, batch_dims=1)
             top_anchors = self.anchor_generator.anchors_at(level, width, anchor_index)
             boxes = self.box_coder.decode(top_deltas, top_anchors)
             boxes_all.append(boxes)
@@ -231,3 +227,44 @@ class IPGRetinaNet(Detector):
         if return_levels:
             detections["levels"] = detections.pop("labels")
         return detections
+
+
+def top_pairs(scores, k: int, num_anchors=None):
+    """The `k` highest-scoring (anchor, class) pairs of one level, per image.
+
+    Args:
+        scores: `[B, N, C]` class probabilities of `N` anchors.
+        k: pairs kept (fewer when `N * C < k`).
+        num_anchors: `N` as a Python int when static (`scores.shape[1]` otherwise).
+    Returns:
+        `(top_scores [B, K], anchor_index [B, K], classes [B, K])` int32 indices,
+        `K = min(k, N * C)`: exactly `tf.math.top_k` over the `N * C` flattened
+        pairs (descending score; equal scores: lower flat index `anchor * C + class`
+        first), mapped back to anchor and class.
+
+    Cost: with `N > k` a top-k over all `N * C` pairs (2.9 M at 80 classes on a
+    512x512 P3 level) is replaced by a top-k over the `N` per-anchor best scores
+    and one over the `k * C` pairs of the `k` best anchors. The result is the
+    same, ties included: every pair of the top `k` belongs to one of the top `k`
+    anchors by best score (ties: lower anchor index first), since each anchor
+    ranked above it holds a pair ranked above it; and the candidate pairs are
+    laid out in ascending flat index, so top-k breaks ties as before.
+    """
+    num_classes = scores.shape[-1]
+    batch = ops.shape(scores)[0]
+    n = num_anchors if isinstance(num_anchors, int) else scores.shape[1]
+    if isinstance(n, int) and n <= k:  # every anchor is a candidate: one top-k over N * C <= k * C pairs
+        flat = ops.reshape(scores, (batch, -1))
+        top_scores, top_index = tf.math.top_k(flat, k=min(k, n * num_classes))
+        return top_scores, top_index // num_classes, top_index % num_classes
+    num_candidates = k if isinstance(n, int) else ops.minimum(k, ops.shape(scores)[1])
+    best = ops.max(scores, axis=-1)  # [B, N]
+    _, anchors = tf.math.top_k(best, k=num_candidates)
+    anchors = ops.sort(anchors, axis=-1)  # ascending anchor index = ascending flat pair index
+    # tf.gather, not ops.take_along_axis: Keras's TF take_along_axis transposes
+    # the whole [B, N, C] tensor to gather along axis 1 (a 12 MB copy at 80 classes).
+    candidates = tf.gather(scores, anchors, batch_dims=1)  # [B, k', C]
+    candidates = ops.reshape(candidates, (batch, -1))
+    top_scores, position = tf.math.top_k(candidates, k=ops.minimum(k, ops.shape(candidates)[1]))
+    anchor_index = ops.take_along_axis(anchors, position // num_classes, axis=1)
+    return top_scores, anchor_index, position % num_classes
