@@ -127,7 +127,9 @@ def test_top_pairs_is_top_k_over_all_pairs_ties_included(num_anchors, num_classe
     # Scores on a 1/8 grid: most pairs tie with many others.
     scores = tf.constant(np.floor(rng.random((2, num_anchors, num_classes)) * 8) / 8, tf.float32)
     want_scores, want_index = tf.math.top_k(tf.reshape(scores, (2, -1)), k=min(k, num_anchors * num_classes))
-    for n in (num_anchors, None):  # static and dynamic anchor count
-        got_scores, anchors, classes = top_pairs(scores, k, n)
+    # The level as the whole tensor or as anchors 5.. of a bigger one; static or tensor counts.
+    padded = tf.concat([tf.ones([2, 5, num_classes]), scores, tf.ones([2, 3, num_classes])], axis=1)
+    for args in ((scores, k), (padded, k, 5, num_anchors), (padded, k, tf.constant(5), tf.constant(num_anchors))):
+        got_scores, anchors, classes = top_pairs(*args)
         np.testing.assert_array_equal(got_scores.numpy(), want_scores.numpy())
         np.testing.assert_array_equal((anchors * num_classes + classes).numpy(), want_index.numpy())
