@@ -6,7 +6,7 @@ import tensorflow as tf
 from keras import ops
 from model_helpers import tiny_retinanet
 
-from ipg_keras.models.retinanet import top_pairs
+from ipg_keras.models.retinanet import _sigmoid_whole_packets, top_pairs
 from ipg_keras.ops.boxes import clip_boxes
 from ipg_keras.ops.nms import batched_class_aware_nms
 
@@ -51,13 +51,23 @@ def reference_decode(model, raw, images, return_levels=False):
     return detections
 
 
-def head_outputs(num_anchors, num_classes, batch, kind, seed):
-    """Random raw head outputs; `kind` sets how many (anchor, class) pairs pass the 0.05 score threshold."""
+def head_outputs(num_anchors, num_classes, batch, kind, seed, level_sizes=()):
+    """Random raw head outputs; `kind` sets how many (anchor, class) pairs pass the 0.05 score threshold.
+
+    "tails": "sparse", and the last anchor of every level (`level_sizes`) scores highest
+    in every class, so the pairs a level-by-level sigmoid computes in scalar code (the
+    end of each level's slice) are detections; their logits (-2.5..0) are where scalar
+    and vector sigmoids round differently most often.
+    """
     rng = np.random.default_rng(seed)
-    if kind == "sparse":  # a fresh network: logits near the 0.01 prior, a handful above threshold
-        cls = rng.normal(-4.6, 0.6, (batch, num_anchors, num_classes))
-    elif kind == "busy":  # thousands of candidates above threshold
+    if kind == "busy":
         cls = rng.uniform(-6.0, 1.0, (batch, num_anchors, num_classes))
+    elif kind == "tails":
+        cls = rng.normal(-4.6, 0.6, (batch, num_anchors, num_classes))
+        for end in np.cumsum(level_sizes):
+            cls[:, end - 1] = rng.uniform(-2.5, 0.0, (batch, num_classes))
+    elif kind == "sparse":  # a fresh network: logits near the 0.01 prior, a handful above threshold
+        cls = rng.normal(-4.6, 0.6, (batch, num_anchors, num_classes))
     else:  # "ties": coarse logits (as from int8 heads) and saturated ones, so equal scores are everywhere
         cls = np.round(rng.uniform(-4.0, 3.0, (batch, num_anchors, num_classes)) * 2) / 2
         cls[rng.random(cls.shape) < 0.02] = 40.0  # sigmoid == 1.0 exactly
@@ -76,15 +86,21 @@ def head_outputs(num_anchors, num_classes, batch, kind, seed):
         (80, 1, "sparse", 1000),
         (80, 2, "busy", 1000),
         (80, 2, "ties", 300),
+        (16, 1, "ties", 200),
+        (8, 2, "busy", 100),
+        (12, 1, "tails", 1000),
+        (7, 3, "tails", 100),
     ],
 )
 def test_decode_matches_the_single_top_k_reference(num_classes, batch, kind, pre_nms_topk):
     # 128x128: P3..P7 have 2304, 576, 144, 36, 9 anchors, so pre_nms_topk 50..1000
-    # takes both branches of top_pairs (fewer and more anchors than k).
+    # takes both branches of top_pairs (fewer and more anchors than k). Batch x
+    # classes a multiple of 16 (80x1, 80x2, 16x1, 8x2) takes the one-sigmoid path
+    # (every level slice in whole vector packets), the others score level by level.
     model = tiny_retinanet(num_classes, pre_nms_topk=pre_nms_topk, max_detections=300)
     images = tf.zeros([batch, 128, 128, 3])
-    num_anchors = sum(model.anchor_generator.level_sizes(128, 128))
-    raw = head_outputs(num_anchors, num_classes, batch, kind, seed=num_classes + batch)
+    sizes = model.anchor_generator.level_sizes(128, 128)
+    raw = head_outputs(sum(sizes), num_classes, batch, kind, seed=num_classes + batch, level_sizes=sizes)
 
     for return_levels in (False, True):
         got = model.decode_predictions(raw, images, return_levels=return_levels)
@@ -133,3 +149,21 @@ def test_top_pairs_is_top_k_over_all_pairs_ties_included(num_anchors, num_classe
         got_scores, anchors, classes = top_pairs(*args)
         np.testing.assert_array_equal(got_scores.numpy(), want_scores.numpy())
         np.testing.assert_array_equal((anchors * num_classes + classes).numpy(), want_index.numpy())
+
+
+def test_sigmoid_of_gathered_logits_equals_the_full_tensor_sigmoid():
+    """The one-sigmoid path's premise: in whole vector packets each value is computed alone.
+
+    A plain sigmoid of a tensor whose size is not a multiple of the packet
+    computes its last values in scalar code, which rounds differently; that is
+    what `_sigmoid_whole_packets` avoids.
+    """
+    rng = np.random.default_rng(3)
+    logits = tf.constant(rng.uniform(-20.0, 20.0, 64_000), tf.float32)  # 4000 packets of 16
+    full = tf.sigmoid(logits).numpy()
+    for size in (1, 5, 37, 1001):
+        index = rng.choice(64_000, size, replace=False)
+        got = _sigmoid_whole_packets(tf.gather(logits, index)).numpy()
+        np.testing.assert_array_equal(got, full[index])
+    tails = [(tf.sigmoid(logits[i : i + 7]).numpy() != full[i : i + 7]).any() for i in range(0, 7000, 7)]
+    assert any(tails)  # the scalar tail does differ here (else the premise is moot, not wrong)
