@@ -205,9 +205,11 @@ class IPGRetinaNet(Detector):
         # packets, one sigmoid over all levels gives those same values, and the
         # sigmoid of every pair need not even be kept (`_sigmoid_whole_packets`);
         # otherwise each level's slice is scored as before.
+        # (Per image n * C a multiple of the packet: true for any batch size, known or not.)
         batch = cls_logits.shape[0]
-        packed = batch is not None and all(isinstance(n, int) and batch * n * self.num_classes % _PACKET == 0
-                                           for n in counts)
+        packed = all(isinstance(n, int) and (n * self.num_classes % _PACKET == 0 or
+                                             batch is not None and batch * n * self.num_classes % _PACKET == 0)
+                     for n in counts)
         if packed:
             best_scores = ops.max(ops.sigmoid(cls_logits), axis=-1)
         boxes_all, scores_all, classes_all, levels_all = [], [], [], []

@@ -137,6 +137,24 @@ def test_decode_matches_the_reference_in_a_graph_with_dynamic_sizes():
         np.testing.assert_array_equal(got[key].numpy(), want[key].numpy(), err_msg=key)
 
 
+@pytest.mark.parametrize("num_classes", [16, 3])
+def test_decode_matches_the_reference_with_an_unknown_batch_size(num_classes):
+    """Keras predict traces with an unknown batch: 16 classes fill whole packets per image (one-sigmoid path), 3 do not."""
+    model = tiny_retinanet(num_classes, pre_nms_topk=300, max_detections=100)
+    sizes = model.anchor_generator.level_sizes(128, 128)
+    raw = head_outputs(sum(sizes), num_classes, 3, "tails", seed=11, level_sizes=sizes)
+    images = tf.zeros([3, 128, 128, 3])
+    spec = (
+        {"cls": tf.TensorSpec([None, sum(sizes), num_classes]), "box": tf.TensorSpec([None, sum(sizes), 4])},
+        tf.TensorSpec([None, 128, 128, 3]),
+    )
+    got = tf.function(lambda r, x: model.decode_predictions(r, x, return_levels=True), input_signature=spec)(
+        raw, images)
+    want = reference_decode(model, raw, images, return_levels=True)
+    for key in want:
+        np.testing.assert_array_equal(got[key].numpy(), want[key].numpy(), err_msg=key)
+
+
 @pytest.mark.parametrize("num_anchors, num_classes, k", [(500, 80, 40), (400, 4, 350), (37, 3, 1000), (64, 7, 64), (300, 1, 299)])
 def test_top_pairs_is_top_k_over_all_pairs_ties_included(num_anchors, num_classes, k):
     rng = np.random.default_rng(num_anchors)
