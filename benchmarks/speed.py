@@ -16,6 +16,8 @@ call of each model per timing round, so that load changes hit all alike):
 
     python benchmarks/speed.py                      # R50 at 512, RetinaNets + Faster R-CNNs
     python benchmarks/speed.py --preset tiny        # seconds: smoke test of the script itself
+    python benchmarks/speed.py --detectors retinanet --retinanets ipg --num-classes 80 --no-train --no-flops
+                                                    # post-processing share at 80 classes (COCO)
 
 keras-cv note: `keras_cv.models.ResNet50Backbone()` calls `from_preset("resnet50")`,
 which downloads the preset's config from Kaggle even without weights; with no
