@@ -16,6 +16,8 @@ call of each model per timing round, so that load changes hit all alike):
 
     python benchmarks/speed.py                      # R50 at 512, RetinaNets + Faster R-CNNs
     python benchmarks/speed.py --preset tiny        # seconds: smoke test of the script itself
+    python benchmarks/speed.py --detectors retinanet --retinanets ipg --num-classes 80 --no-train --no-flops
+                                                    # post-processing share at 80 classes (COCO)
 
 keras-cv note: `keras_cv.models.ResNet50Backbone()` calls `from_preset("resnet50")`,
 which downloads the preset's config from Kaggle even without weights; with no
@@ -49,6 +51,7 @@ from common import (  # noqa: E402
 import numpy as np  # noqa: E402
 
 IPG_FLOP_TARGET = 0.15
+RETINANETS = ("ipg", "ipg_false", "keras_cv")  # --retinanets: which RetinaNets to build
 
 PRESETS = {
     # The setting: ResNet-50 detectors at 512x512, float32.
@@ -141,17 +144,22 @@ def build_entries(detectors: list[str], preset: str, p: dict, errors: dict) -> l
     entries: list[Entry] = []
     nc, bb = p["num_classes"], p["backbone"]
     tag = "R50" if bb == "resnet50" else bb
+    wanted = p.get("retinanets", RETINANETS)
     if "retinanet" in detectors:
-        entries.append(Entry(f"IPG-RetinaNet-{tag}", "retinanet", build_ipg_retinanet(preset, True, nc, bb), "ours"))
-        entries.append(Entry(f"RetinaNet-{tag} (ipg=False)", "retinanet", build_ipg_retinanet(preset, False, nc, bb),
-                             "ours"))
-        try:
-            entries.append(Entry(f"keras-cv RetinaNet-{tag}", "retinanet", build_keras_cv_retinanet(preset, nc),
-                                 "keras_cv"))
-        except Exception as error:  # noqa: BLE001 - reported in the table and JSON
-            errors["keras_cv RetinaNet"] = f"{type(error).__name__}: {error}"
-            print(f"keras-cv RetinaNet unavailable: {errors['keras_cv RetinaNet']}", flush=True)
-        if p.get("keras_cv_same_head", True) and "keras_cv RetinaNet" not in errors:
+        if "ipg" in wanted:
+            entries.append(Entry(f"IPG-RetinaNet-{tag}", "retinanet", build_ipg_retinanet(preset, True, nc, bb),
+                                 "ours"))
+        if "ipg_false" in wanted:
+            entries.append(Entry(f"RetinaNet-{tag} (ipg=False)", "retinanet",
+                                 build_ipg_retinanet(preset, False, nc, bb), "ours"))
+        if "keras_cv" in wanted:
+            try:
+                entries.append(Entry(f"keras-cv RetinaNet-{tag}", "retinanet", build_keras_cv_retinanet(preset, nc),
+                                     "keras_cv"))
+            except Exception as error:  # noqa: BLE001 - reported in the table and JSON
+                errors["keras_cv RetinaNet"] = f"{type(error).__name__}: {error}"
+                print(f"keras-cv RetinaNet unavailable: {errors['keras_cv RetinaNet']}", flush=True)
+        if p.get("keras_cv_same_head", True) and "keras_cv" in wanted and "keras_cv RetinaNet" not in errors:
             depth = 1 if preset == "tiny" else 4
             entries.append(Entry(f"keras-cv RetinaNet-{tag} ({depth} head convs)", "retinanet",
                                  build_keras_cv_retinanet(preset, nc, depth), "keras_cv"))
@@ -193,8 +201,8 @@ def run(args) -> dict[str, Any]:
     import tensorflow as tf
 
     p = dict(PRESETS[args.preset])
-    for key in ("image_size", "warmup1", "iters1", "warmup8", "iters8", "train_batch", "train_iters",
-                "keras_cv_same_head"):
+    for key in ("image_size", "num_classes", "warmup1", "iters1", "warmup8", "iters8", "train_batch", "train_iters",
+                "keras_cv_same_head", "retinanets"):
         if getattr(args, key, None) is not None:
             p[key] = getattr(args, key)
     size = p["image_size"]
@@ -326,7 +334,8 @@ def ipg_cost(entries: list[Entry], models: dict) -> list[dict[str, Any]]:
 def report(result: dict[str, Any]) -> str:
     models = result["models"]
     size = result["settings"]["image_size"]
-    lines = [f"## Speed at {size}x{size}, float32, CPU: {result['machine']['cpu']} "
+    lines = [f"## Speed at {size}x{size}, {result['settings']['num_classes']} classes, float32, CPU: "
+             f"{result['machine']['cpu']} "
              f"({result['machine']['cores']} cores), load avg at start {result['machine']['load_average_start'][0]:.1f}"]
     peak = result["peak"]
     lines.append(f"Measured peak: matmul {peak['matmul_size']}^3 {peak['matmul_gflops_per_s']:.1f} GFLOP/s, "
@@ -419,6 +428,11 @@ def parse_args(argv=None):
                         help="comma-separated: retinanet (IPG, ipg=False, keras-cv), faster_rcnn (IPG, ipg=False)")
     parser.add_argument("--batch-sizes", default="1,8", help='inference batch sizes; "" to time training only')
     parser.add_argument("--image-size", dest="image_size", type=int)
+    parser.add_argument("--num-classes", dest="num_classes", type=int,
+                        help="classes of every model (default 5; 80 = COCO, the post-processing worst case)")
+    parser.add_argument("--retinanets", default=",".join(RETINANETS),
+                        help="comma-separated RetinaNets to build: ipg, ipg_false, keras_cv (keras-cv with its "
+                             "own and with our head depth)")
     parser.add_argument("--warmup1", type=int, help="warm-up calls at batch 1")
     parser.add_argument("--iters1", type=int, help="timed calls at batch 1")
     parser.add_argument("--warmup8", type=int, help="warm-up calls at batches > 1")
@@ -437,6 +451,9 @@ def parse_args(argv=None):
     unknown = set(args.detectors) - {"retinanet", "faster_rcnn"}
     if unknown:
         parser.error(f"unknown detectors {sorted(unknown)}; use retinanet and/or faster_rcnn")
+    args.retinanets = [r.strip() for r in args.retinanets.split(",") if r.strip()]
+    if set(args.retinanets) - set(RETINANETS):
+        parser.error(f"unknown RetinaNets {sorted(set(args.retinanets) - set(RETINANETS))}; use {RETINANETS}")
     args.batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]  # "": training only
     if args.output is None:
         args.output = str(Path(__file__).resolve().parent / "results" / f"speed_{args.preset}.json")

@@ -138,3 +138,56 @@ def test_trees_recipe_table_lists_finished_and_missing_variants(tmp_path):
                        "| 2081 |")
     assert rows[3].startswith("| P2_min2 | model.min_level=2 | not run |")  # stopped early: not finished
     assert len(rows) == 2 + len(recipe.VARIANTS)
+
+
+def test_tflite_op_profile_cuts_each_op_out_exactly(tmp_path):
+    """Each one-op model of the profiler computes exactly what that op computes inside the full int8 model."""
+    bench = _load("tflite_int8")
+    import numpy as np
+    import tensorflow as tf
+
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    rng = np.random.default_rng(0)
+    kernel = tf.constant(rng.normal(0, 0.3, (3, 3, 3, 4)), tf.float32)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+    def net(x):
+        y = tf.nn.relu(tf.nn.conv2d(x, kernel, 1, "SAME"))
+        y = tf.nn.avg_pool2d(y, 2, 2, "VALID") + 0.5
+        with tf.name_scope("postprocess"):
+            return tf.math.top_k(tf.reshape(y, [1, -1]), k=5).values
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([net.get_concrete_function()], net)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([rng.uniform(0, 1, (1, 8, 8, 3)).astype("float32")] for _ in range(4))
+    path = tmp_path / "net.tflite"
+    path.write_bytes(converter.convert())
+    image = rng.uniform(0, 1, (1, 8, 8, 3)).astype("float32")
+
+    full = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True,
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    full.allocate_tensors()
+    full.set_tensor(full.get_input_details()[0]["index"], image)
+    full.invoke()
+    model = bench._load_model_object(path)
+    ops = model.subgraphs[0].operators
+    assert len(ops) >= 4  # quantize, conv, pool, add, ..., top-k
+    for index in range(len(ops)):
+        content, fed, outputs = bench._one_op_model(model, index)
+        one = Interpreter(model_content=content,
+                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        one.allocate_tensors()
+        for detail, tensor in zip(one.get_input_details(), fed):
+            one.set_tensor(detail["index"], full.get_tensor(tensor))
+        one.invoke()
+        for detail, tensor in zip(one.get_output_details(), outputs):
+            np.testing.assert_array_equal(one.get_tensor(detail["index"]), full.get_tensor(tensor))
+
+    rows = bench.op_profile(path, image, threads=1, repeats=1, overhead_ms=0.0)
+    assert len(rows) == len(ops) and all(r["ms"] >= 0 for r in rows)
+    regions = {r["op"]: r["region"] for r in rows}
+    assert regions["QUANTIZE"] == "quantize" and regions["CONV_2D"] == "network"
+    assert regions["TOPK_V2"] == "postprocess", [(r["op"], r["output"]) for r in rows]
+    summary = bench.summarize_profile(rows)
+    assert summary["ops"] == len(ops) and abs(summary["total_ms"] - sum(r["ms"] for r in rows)) < 1e-9
