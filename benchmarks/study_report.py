@@ -240,7 +240,7 @@ def plot_curves(runs: Iterable[dict], path: Path, dataset: str, variants: Sequen
 
 def plot_breakdown(runs: Iterable[dict], path: Path, dataset: str = "synthetic",
                    variants: Sequence[str] = (BASELINE, DEFAULT_IPG)) -> None:
-    """Left: recall at IoU 0.5 per object-size bucket; right: true positives per FPN level (means over seeds)."""
+    """Left: AP and recall at IoU 0.5 per object-size bucket; right: true positives per FPN level (seed means)."""
     plt = _plt()
     runs = [r for r in runs if r["dataset"] == dataset and r.get("analysis")]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -250,17 +250,21 @@ def plot_breakdown(runs: Iterable[dict], path: Path, dataset: str = "synthetic",
         if not mine:
             continue
         buckets = [b["bucket"] for b in mine[0]["size_buckets"] if b["num_gt"] > 0]
+        ap = [statistics.fmean(next(b["AP"] for b in a["size_buckets"] if b["bucket"] == name)
+                               for a in mine) for name in buckets]
         recall = [statistics.fmean(next(b["recall50"] for b in a["size_buckets"] if b["bucket"] == name)
                                    for a in mine) for name in buckets]
-        ax1.bar([i + j * width for i in range(len(buckets))], recall, width, label=f"{variant} (n={len(mine)})")
+        ax1.bar([i + j * width for i in range(len(buckets))], ap, width, label=f"{variant} AP (n={len(mine)})")
+        ax1.plot([i + j * width for i in range(len(buckets))], recall, "o", color=f"C{j}", mec="k",
+                 label=f"{variant} recall at IoU 0.5")
         ax1.set_xticks([i + width * (len(variants) - 1) / 2 for i in range(len(buckets))])
         ax1.set_xticklabels(buckets, rotation=30)
         levels = sorted({k for a in mine for k in a["tp_levels"]["all"]})
         counts = [statistics.fmean(a["tp_levels"]["all"].get(k, 0) for a in mine) for k in levels]
         ax2.bar([int(k[1:]) + j * width for k in levels], counts, width, label=variant)
     ax1.set_xlabel("object size sqrt(area), px")
-    ax1.set_ylabel("recall at IoU 0.5")
-    ax1.legend()
+    ax1.set_ylabel("AP (IoU .5:.95), bars; recall at IoU 0.5, dots")
+    ax1.legend(fontsize=7)
     ax2.set_xticks(range(3, 8))
     ax2.set_xticklabels([f"P{l}" for l in range(3, 8)])
     ax2.set_xlabel("FPN level of the anchor (P3 = stride 8)")
