@@ -3,6 +3,7 @@
     python benchmarks/trees_recipe.py                    # train the missing variants in order, then print the table
     python benchmarks/trees_recipe.py --only P2_min2     # one variant
     python benchmarks/trees_recipe.py --table            # only the table of what has finished
+    python benchmarks/trees_recipe.py --step-times       # s/step of every variant on one batch, interleaved
 
 Each variant is `ipg-train trees_retinanet --output runs/trees_recipe/<name> --set ...`
 (a killed run resumes from its checkpoint when started again; a finished one is
@@ -20,6 +21,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,10 +73,42 @@ def table(out: Path) -> str:
     return "\n".join(rows)
 
 
+def step_times(names: list[str], rounds: int = 4) -> dict[str, float]:
+    """Median seconds of one `train_on_batch` per variant, on the same recipe batch, interleaved.
+
+    What a variant costs per step (run it on an otherwise idle machine), so its
+    schedule can be sized to the 30-minute budget before training it.
+    """
+    import keras
+
+    from ipg_keras.training import load_config
+    from ipg_keras.training import train as T
+
+    base = load_config(CONFIG)
+    train, _, _ = T.build_datasets(base)
+    x, y = next(iter(T.batch_train(base, train)))
+    models = {}
+    for name in names:
+        keras.utils.set_random_seed(0)
+        model = T.build_model(load_config(CONFIG, VARIANTS[name]), 1)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        for _ in range(2):  # trace and warm up
+            model.train_on_batch(x, y)
+        models[name] = model
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=None, help=f"comma-separated variants of {list(VARIANTS)}")
     parser.add_argument("--table", action="store_true", help="print the table of finished variants only")
+    parser.add_argument("--step-times", action="store_true", help="time one training step of each variant")
     parser.add_argument("--out", default=str(REPO / "runs" / "trees_recipe"))
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -82,6 +116,11 @@ def main(argv=None) -> int:
     for name in names:
         if name not in VARIANTS:
             parser.error(f"unknown variant {name!r}; use {', '.join(VARIANTS)}")
+    if args.step_times:
+        medians = step_times(names)
+        for name, seconds in medians.items():
+            print(f"{name}: {seconds:.3f} s/step ({seconds / medians[names[0]]:.2f}x {names[0]})")
+        return 0
     failed = 0
     for name in [] if args.table else names:
         if finished(out / name):
