@@ -18,12 +18,40 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+# The timing benchmarks measure the CPU; training runs started from here (`ipg_train`) must still see a GPU.
+_HID_GPU = "CUDA_VISIBLE_DEVICES" not in os.environ
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/x.py` from the repo root
     sys.path.insert(0, str(REPO))
+
+
+def ipg_train(config: str, output: str | os.PathLike, overrides: Sequence[str] = (), log: str | os.PathLike | None = None
+              ) -> int:
+    """Runs (or resumes) `ipg-train CONFIG --output OUTPUT --set KEY=VALUE ...` in a subprocess; returns its exit code.
+
+    The benchmarks' training studies (IPG study, trees recipe) are queues of such
+    runs: a killed run resumes from its checkpoint when started again. With `log`,
+    the command line and the run's output are appended to that file; otherwise
+    they go to this process's stdout. The run sees the machine's GPUs even though
+    importing this module hid them from the benchmark process itself.
+    """
+    command = [sys.executable, "-m", "ipg_keras.cli.train", config, "--output", str(output)]
+    for key in overrides:
+        command += ["--set", key]
+    env = dict(os.environ)
+    if _HID_GPU:
+        env.pop("CUDA_VISIBLE_DEVICES", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if log is None:
+        print("$", " ".join(command), flush=True)
+        return subprocess.run(command, cwd=REPO, env=env).returncode
+    with open(log, "a") as stream:
+        stream.write(f"\n$ {' '.join(command)}\n")
+        stream.flush()
+        return subprocess.run(command, cwd=REPO, stdout=stream, stderr=subprocess.STDOUT, env=env).returncode
 
 
 def machine_info() -> dict[str, Any]:

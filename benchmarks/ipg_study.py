@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -55,7 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_report as report  # noqa: E402
-from common import machine_info, quiet_tf, write_json  # noqa: E402
+from common import ipg_train, machine_info, quiet_tf, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIGS = {"synthetic": "synthetic_retinanet_cpu", "trees": "trees_retinanet"}
@@ -128,15 +126,8 @@ def pin_unit(folder: Path, identity: dict[str, Any]) -> None:
 
 def train_unit(folder: Path, dataset: str, overrides: list[str], guard_minutes: float | None) -> int:
     """Runs (or resumes) `ipg-train` for one unit in a subprocess; its log is appended to train.log."""
-    command = [sys.executable, "-m", "ipg_keras.cli.train", BASE_CONFIGS[dataset], "--output", str(folder)]
-    for key in overrides + ([f"train.max_minutes={guard_minutes:.2f}"] if guard_minutes else []):
-        command += ["--set", key]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    with open(folder / "train.log", "a") as log:
-        log.write(f"\n$ {' '.join(command)}\n")
-        log.flush()
-        return subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    guard = [f"train.max_minutes={guard_minutes:.2f}"] if guard_minutes else []
+    return ipg_train(BASE_CONFIGS[dataset], folder, overrides + guard, log=folder / "train.log")
 
 
 # -------------------------------------------------------------------------- analysis

@@ -191,3 +191,26 @@ def test_tflite_op_profile_cuts_each_op_out_exactly(tmp_path):
     assert regions["TOPK_V2"] == "postprocess", [(r["op"], r["output"]) for r in rows]
     summary = bench.summarize_profile(rows)
     assert summary["ops"] == len(ops) and abs(summary["total_ms"] - sum(r["ms"] for r in rows)) < 1e-9
+
+
+def test_ipg_train_runs_the_cli_with_overrides_and_lets_the_run_see_the_gpu(tmp_path, monkeypatch):
+    """`common.ipg_train` (the studies' unit runner) builds the ipg-train command and appends its log."""
+    import subprocess
+
+    common = _load("common")
+    calls = []
+
+    def fake_run(command, cwd, env, stdout=None, stderr=None):
+        calls.append((command, env))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(common.subprocess, "run", fake_run)
+    monkeypatch.setattr(common, "_HID_GPU", True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    log = tmp_path / "train.log"
+    assert common.ipg_train("trees_retinanet", tmp_path / "run", ["train.epochs=2", "model.ipg=false"], log=log) == 0
+    command, env = calls[0]
+    assert command[1:] == ["-m", "ipg_keras.cli.train", "trees_retinanet", "--output", str(tmp_path / "run"),
+                           "--set", "train.epochs=2", "--set", "model.ipg=false"]
+    assert "CUDA_VISIBLE_DEVICES" not in env and str(common.REPO) in env["PYTHONPATH"]
+    assert "ipg_keras.cli.train trees_retinanet" in log.read_text()
