@@ -17,6 +17,7 @@ def evaluate_sliced(
     *,
     tile_size: int,
     overlap: int,
+    input_size: int | None = None,
     batch_size: int = 8,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
@@ -30,7 +31,11 @@ def evaluate_sliced(
     Large images (aerial, satellite, microscopy) cannot be resized to a detector's
     input without erasing small objects: tiles of `tile_size` with `overlap` are
     predicted in batches by `predict_fn` and merged with class-aware NMS, and the
-    boxes are scored in the original image's pixels. `max_detections` is both what
+    boxes are scored in the original image's pixels. With `input_size` (the
+    detector's input side, pixels) different from `tile_size`, each tile is resized
+    to it first: a model trained on `tile_size` windows resized to its input
+    (`data.tile_size` < `data.image_size` zooms in) is evaluated at the scale it
+    was trained at. `max_detections` is both what
     the merge keeps per image and the scoring limit (see `coco_metrics`), printed
     when `verbose`.
     """
@@ -52,7 +57,7 @@ def evaluate_sliced(
                 gt[flag] = np.asarray(bb[flag])
         ground_truths.append(gt)
         pred = sliced_predict(
-            predict_fn, image, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+            predict_fn, image, tile_size=tile_size, overlap=overlap, input_size=input_size, batch_size=batch_size,
             iou_threshold=iou_threshold, score_threshold=score_threshold, max_detections=max_detections,
         )
         detections.append({"image_id": gt["image_id"], **{k: pred[k] for k in ("boxes", "scores", "classes")}})

@@ -52,6 +52,27 @@ def test_sliced_evaluation_recovers_every_object_in_original_pixels():
     assert worse["AP50"] < 1.0
 
 
+def test_sliced_evaluation_resizes_tiles_to_the_input_size_and_scores_in_image_pixels():
+    """`input_size` != `tile_size` (a model trained on zoomed-in windows): tiles are resized, boxes scaled back."""
+    image = np.zeros((300, 420, 3), "float32")
+    boxes = []
+    for k, (x, y) in enumerate([(10, 10), (95, 40), (150, 150), (260, 90), (380, 250), (200, 270), (60, 220)]):
+        s = 12 + 2 * k
+        image[y : y + s, x : x + s] = 255
+        boxes.append([x, y, min(x + s, 420), min(y + s, 300)])
+    element = {"images": image, "image_id": 3,
+               "bounding_boxes": {"boxes": np.array(boxes, "float32"), "classes": np.zeros(len(boxes), "int32")}}
+    seen = set()
+
+    def zoomed_finder(tiles):
+        seen.add(np.asarray(tiles).shape[1:3])
+        return square_finder(tiles)
+
+    metrics = evaluate_sliced(zoomed_finder, [element], tile_size=128, overlap=40, input_size=256, verbose=False)
+    assert seen == {(256, 256)}
+    assert metrics["AP50"] == 1.0 and metrics["AP"] > 0.85  # the 2x resize blurs each edge by about a pixel
+
+
 def test_max_detections_above_100_matches_cocoeval_when_fewer_boxes():
     from ipg_keras.evaluation import coco_metrics
 
