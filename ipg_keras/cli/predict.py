@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image-size", default=None, help="input size of a .keras model: N or H,W (default: "
                         "the model's image_size, else 512)")
     parser.add_argument("--mode", choices=MODES, default="auto", help="auto: letterbox, tile larger images")
+    parser.add_argument("--tile-size", type=int, default=None,
+                        help="slice tiles of this many image pixels, each resized to the model's input (default: "
+                             "the input size); use the data.tile_size a model was trained with")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction of the tile")
     parser.add_argument("--max-detections", type=int, default=300,
                         help="detections kept per image (tiles merged by NMS) and scored with --annotations; "
@@ -70,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--overlap must be in [0, 1)")
     if args.max_detections < 1:
         parser.error("--max-detections must be at least 1")
+    if args.tile_size is not None and args.tile_size < 1:
+        parser.error("--tile-size must be a positive number of pixels")
 
     from ipg_keras.data.image_io import read_image
     from ipg_keras.inference import ModelLoadError, load_detector, predict_image
@@ -131,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     for f in tqdm(files, desc="ipg-predict", disable=len(files) < 5):
         try:
             image = read_image(f)
-            pred = predict_image(detector, image, args.mode, overlap=args.overlap,
+            pred = predict_image(detector, image, args.mode, overlap=args.overlap, tile_size=args.tile_size,
                                  max_detections=args.max_detections)
         except (ValueError, OSError) as error:  # unreadable image, wrong size for a TFLite model
             errors.append({"file": str(f), "error": str(error)})

@@ -95,6 +95,7 @@ def predict_image(
     batch_size: int = 4,
     iou_threshold: float = 0.5,
     max_detections: int = 300,
+    tile_size: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Detections of one image in its own pixels.
 
@@ -107,6 +108,10 @@ def predict_image(
         overlap: tile overlap as a fraction of the tile side, in [0, 1).
         batch_size: tiles per model call (a TFLite model takes 1).
         iou_threshold, max_detections: of the NMS that merges tiles.
+        tile_size: side of the tiles in image pixels when slicing (default: the
+            model's input side). Each tile is resized to the input, so a smaller
+            tile zooms in, as for a model trained with `data.tile_size` below
+            `data.image_size` (use the same tile size it was trained with).
 
     Returns:
         `{"boxes": float32 [K, 4] xyxy in the image's pixels (clipped to it),
@@ -115,24 +120,29 @@ def predict_image(
 
     Raises:
         FileNotFoundError / ImageReadError (ValueError): unreadable image file.
-        ValueError: unknown mode, bad overlap, an array that is not `[H, W, 3]`, or
+        ValueError: unknown mode, bad overlap, tile_size < 1, an array that is not `[H, W, 3]`, or
             an image whose size a TFLite model cannot take in mode "direct".
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; use one of {MODES}")
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap={overlap} must be in [0, 1) (a fraction of the tile side)")
+    if tile_size is not None and int(tile_size) < 1:
+        raise ValueError(f"tile_size={tile_size} must be a positive number of pixels (or None: the model's input side)")
     detector = as_detector(detector)
     pixels = _as_image(image)
     in_h, in_w = detector.input_size
     h, w = pixels.shape[:2]
     kind = getattr(detector, "format", "")
-    if mode == "slice" or (mode == "auto" and (h > in_h or w > in_w)):
-        tile = min(in_h, in_w)
+    limit_h, limit_w = (int(tile_size),) * 2 if tile_size else (in_h, in_w)
+    if mode == "slice" or (mode == "auto" and (h > limit_h or w > limit_w)):
+        side = min(in_h, in_w)
+        tile = int(tile_size) if tile_size else side
         one_at_a_time = kind == "tflite"  # fixed batch of 1
         out = sliced_predict(
             lambda tiles: detector(_pad_to(tiles, (in_h, in_w))), pixels.astype(np.float32),
-            tile_size=tile, overlap=int(round(tile * overlap)), batch_size=1 if one_at_a_time else batch_size,
+            tile_size=tile, overlap=int(round(tile * overlap)), input_size=None if tile == side else side,
+            batch_size=1 if one_at_a_time else batch_size,
             score_threshold=0.0, pad_batch=not one_at_a_time, iou_threshold=iou_threshold,
             max_detections=max_detections,
         )

@@ -89,6 +89,16 @@ def test_slice_merges_an_object_seen_by_two_tiles_into_one_box():
         predict_image(det, image, overlap=1.0)
 
 
+def test_slice_with_a_tile_size_zooms_each_tile_to_the_input_and_maps_boxes_back():
+    """`tile_size` below the input side (a model trained on zoomed-in windows): tiles resized up, boxes scaled back."""
+    det = RecordingDetector()  # 64 px input, box [8, 8, 24, 24] in input pixels
+    out = predict_image(det, np.zeros((32, 80, 3), np.uint8), tile_size=32, overlap=0.5)  # auto: 80 > 32 slices
+    assert det.inputs[0].shape[1:] == (64, 64, 3)  # 32 px tiles at x = 0, 16, 32, 48, zoomed 2x
+    assert sorted(out["boxes"].tolist()) == sorted([[4 + x, 4, 12 + x, 12] for x in (0, 16, 32, 48)])
+    with pytest.raises(ValueError, match="tile_size"):
+        predict_image(det, np.zeros((32, 80, 3), np.uint8), tile_size=0, mode="slice")
+
+
 def test_direct_mode_feeds_the_image_as_is():
     det = RecordingDetector()
     image = np.full((30, 40, 3), 7, np.uint8)
