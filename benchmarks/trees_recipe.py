@@ -36,6 +36,9 @@ VARIANTS: dict[str, list[str]] = {
     "iou04": ["model.positive_iou=0.4", "model.negative_iou=0.3"],
     # Start from the main job's synthetic model (the IPG study's synthetic/ipg/seed0 unit reproduces it
     # exactly: `python benchmarks/ipg_study.py --phases headline-synthetic --seeds 0`).
+    # Zoom: 192 or 256 px windows resized to the 384 px input (2x / 1.5x), the val image sliced alike.
+    "zoom2": ["data.tile_size=192"],
+    "zoom15": ["data.tile_size=256"],
     "init_synth": ["train.init_from=benchmarks/results/ipg_study/study/runs/synthetic/ipg/seed0/model.keras"],
 }
 KEEP = ("config.yaml", "history.csv", "metrics.json", "training_curves.png")

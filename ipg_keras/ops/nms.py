@@ -78,61 +78,23 @@ def batched_class_aware_nms(
         `D = max_detections`, sorted by descending score; with `labels`, also
         `labels` `[B, D]` int32 (-1 past the valid ones).
     """
-    boxes = tf.cast(boxes, tf.float32)
-    scores = tf.cast(scores, tf.float32)
-    classes = tf.cast(classes, tf.int32)
+    inputs = [tf.cast(boxes, tf.float32), tf.cast(scores, tf.float32), tf.cast(classes, tf.int32)]
+    names = ["boxes", "scores", "classes", "num_detections"]
+    signature = [tf.TensorSpec([max_detections, 4], tf.float32), tf.TensorSpec([max_detections], tf.float32),
+                 tf.TensorSpec([max_detections], tf.int32), tf.TensorSpec([], tf.int32)]
     if labels is not None:
-        return _nms_with_labels(boxes, scores, classes, tf.cast(labels, tf.int32), max_detections, iou_threshold,
-                                score_threshold)
+        inputs.append(tf.cast(labels, tf.int32))
+        names.append("labels")
+        signature.append(tf.TensorSpec([max_detections], tf.int32))
 
-    if boxes.shape[0] == 1:
+    def one_image(args):
+        return _nms_one_image(*args[:3], max_detections, iou_threshold, score_threshold,
+                              labels=args[3] if len(args) > 3 else None)
+
+    if inputs[0].shape[0] == 1:
         # A static batch of one (TFLite export) needs no loop: without map_fn's
         # while loop the graph converts to plain builtin ops (no WHILE op).
-        out_boxes, out_scores, out_classes, valid = _nms_one_image(
-            boxes[0], scores[0], classes[0], max_detections, iou_threshold, score_threshold
-        )
-        return {
-            "boxes": out_boxes[None],
-            "scores": out_scores[None],
-            "classes": out_classes[None],
-            "num_detections": valid[None],
-        }
-
-    def fn(args):
-        return _nms_one_image(*args, max_detections, iou_threshold, score_threshold)
-
-    out_boxes, out_scores, out_classes, valid = tf.map_fn(
-        fn,
-        (boxes, scores, classes),
-        fn_output_signature=(
-            tf.TensorSpec([max_detections, 4], tf.float32),
-            tf.TensorSpec([max_detections], tf.float32),
-            tf.TensorSpec([max_detections], tf.int32),
-            tf.TensorSpec([], tf.int32),
-        ),
-    )
-    return {
-        "boxes": out_boxes,
-        "scores": out_scores,
-        "classes": out_classes,
-        "num_detections": valid,
-    }
-
-
-def _nms_with_labels(boxes, scores, classes, labels, max_detections, iou_threshold, score_threshold):
-    def fn(args):
-        return _nms_one_image(*args[:3], max_detections, iou_threshold, score_threshold, labels=args[3])
-
-    out_boxes, out_scores, out_classes, valid, out_labels = tf.map_fn(
-        fn,
-        (boxes, scores, classes, labels),
-        fn_output_signature=(
-            tf.TensorSpec([max_detections, 4], tf.float32),
-            tf.TensorSpec([max_detections], tf.float32),
-            tf.TensorSpec([max_detections], tf.int32),
-            tf.TensorSpec([], tf.int32),
-            tf.TensorSpec([max_detections], tf.int32),
-        ),
-    )
-    return {"boxes": out_boxes, "scores": out_scores, "classes": out_classes, "num_detections": valid,
-            "labels": out_labels}
+        outputs = [output[None] for output in one_image([t[0] for t in inputs])]
+    else:
+        outputs = tf.map_fn(one_image, tuple(inputs), fn_output_signature=tuple(signature))
+    return dict(zip(names, outputs))
