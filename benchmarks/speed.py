@@ -273,22 +273,27 @@ def run(args) -> dict[str, Any]:
         images, targets = training_batch(p["train_batch"], size, p["num_classes"])
         import tensorflow as tf
 
-        # fit() on the one batch repeated, `train_steps_per_call` steps per timed call.
-        # (Not train_on_batch: on Keras 3.15 it hands keras-cv's RetinaNet.train_step the
-        # batch as (x, y, sample_weight), which keras-cv cannot unpack: "ValueError: too
-        # many values to unpack (expected 2)".)
+        # The compiled train function (what fit() runs per step) on an iterator over the one
+        # batch repeated, `train_steps_per_call` steps per timed call. Not fit() per call:
+        # each fit() call adds about 1 s of set-up and tear-down here (its times came in
+        # whole-second steps, 1.5 / 2.5 s for the same R50 step), which hid the step itself.
+        # Not train_on_batch: on Keras 3.15 it hands keras-cv's RetinaNet.train_step the
+        # batch as (x, y, sample_weight), which keras-cv cannot unpack ("ValueError: too
+        # many values to unpack (expected 2)"); the train function takes (x, y) as it is.
         ds = tf.data.Dataset.from_tensors((images, targets)).repeat()
         k = p["train_steps_per_call"]
         fns = {}
         for e in entries:
             try:  # the first call traces the train function: a failure here leaves the model out
                 compile_for_training(e)
-                e.model.fit(ds, steps_per_epoch=1, epochs=1, verbose=0)
+                e.model.make_train_function()
+                iterator = iter(ds)
+                e.model.train_function(iterator)
             except Exception as error:  # noqa: BLE001 - reported in the table and JSON
                 result["errors"][f"training step of {e.name}"] = f"{type(error).__name__}: {str(error)[:500]}"
                 traceback.print_exc()
                 continue
-            fns[e.name] = lambda e=e: e.model.fit(ds, steps_per_epoch=k, epochs=1, verbose=0).history["loss"]
+            fns[e.name] = lambda e=e, it=iterator: [e.model.train_function(it) for _ in range(k)]
         timed = time_interleaved(fns, p["train_warmup"], p["train_iters"], label=f"train batch {p['train_batch']}")
         for e in entries:
             if e.name not in fns:
@@ -387,7 +392,7 @@ def report(result: dict[str, Any]) -> str:
     train_rows = [[n, m["train_images_per_s"]] for n, m in models.items() if "train_images_per_s" in m]
     if train_rows:
         lines.append("")
-        lines.append(f"Training step (`fit` on one repeated batch, Adam, identical batch of "
+        lines.append(f"Training step (the compiled train step, as `fit` runs it, on one repeated batch, Adam, identical batch of "
                      f"{result['settings']['train_batch']} at {size}x{size}):")
         lines.append(format_table(["model", "train img/s"], train_rows))
         for family, ref in (("retinanet", "IPG-RetinaNet"), ("retinanet", "RetinaNet-"),

@@ -12,7 +12,7 @@ from typing import Sequence
 import keras
 from keras import layers
 
-from ipg_keras.layers import IPGFusion, IPGTransform, ImageNormalization, ImagePyramid
+from ipg_keras.layers import FusedBatchNormalization, IPGFusion, IPGTransform, ImageNormalization, ImagePyramid
 from ipg_keras.layers.ipg_transform import BN_EPSILON
 
 # depth -> (block kind, blocks per stage conv2..conv5)
@@ -27,7 +27,7 @@ IMAGENET_DEPTHS = {50: "ResNet50", 101: "ResNet101"}
 
 
 def _bn(name):
-    return layers.BatchNormalization(epsilon=BN_EPSILON, name=name)
+    return FusedBatchNormalization(epsilon=BN_EPSILON, name=name)
 
 
 def _bottleneck(x, filters, stride, name, shortcut_conv):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from ipg_keras.layers.batch_normalization import FusedBatchNormalization
 from ipg_keras.layers.ipg_transform import BN_EPSILON
 
 FUSION_MODES = ("concat", "sum", "gated")
@@ -60,7 +61,7 @@ class IPGFusion(keras.layers.Layer):
         else:
             self.conv.build(g_shape)
         if self.mode != "gated":
-            self.bn = layers.BatchNormalization(
+            self.bn = FusedBatchNormalization(
                 epsilon=BN_EPSILON, gamma_initializer="zeros" if self.init == "zero" else "ones", name="bn"
             )
             self.bn.build(f_shape)

@@ -214,3 +214,14 @@ def test_ipg_train_runs_the_cli_with_overrides_and_lets_the_run_see_the_gpu(tmp_
                            "--set", "train.epochs=2", "--set", "model.ipg=false"]
     assert "CUDA_VISIBLE_DEVICES" not in env and str(common.REPO) in env["PYTHONPATH"]
     assert "ipg_keras.cli.train trees_retinanet" in log.read_text()
+
+
+def test_fused_batchnorm_script_tiny(tmp_path, capsys):
+    """Both arms train the same model from the same weights on the same batches; the losses agree."""
+    bench = _load("fused_batchnorm")
+    out = tmp_path / "fbn.json"
+    assert bench.main(["--configs", "tiny", "--rounds", "2", "--output", str(out)]) == 0
+    assert "speed-up" in capsys.readouterr().out
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["bn_layers"] > 0 and result["speedup"] > 0
+    assert math.isclose(result["loss_after"]["fused"], result["loss_after"]["keras"], rel_tol=1e-3)

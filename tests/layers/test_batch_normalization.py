@@ -1,0 +1,80 @@
+"""FusedBatchNormalization: the same layer as keras.layers.BatchNormalization, trained with the fused kernel."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ipg_keras.layers import FusedBatchNormalization
+
+
+def _pair(**kwargs):
+    fused, plain = FusedBatchNormalization(**kwargs), keras.layers.BatchNormalization(**kwargs)
+    for layer in (fused, plain):
+        layer.build((None, 6, 5, 4))
+    rng = np.random.default_rng(0)
+    for variable in ("gamma", "beta", "moving_mean", "moving_variance"):
+        value = rng.uniform(0.5, 1.5, 4).astype("float32")
+        getattr(fused, variable).assign(value)
+        getattr(plain, variable).assign(value)
+    return fused, plain
+
+
+def test_training_matches_keras_batchnorm_outputs_gradients_and_moving_statistics():
+    fused, plain = _pair(epsilon=1.001e-5, momentum=0.9)
+    x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, (3, 6, 5, 4)).astype("float32"))
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(4, dtype=tf.float32)) + tf.reduce_sum(y**2)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append((y, grads, layer.moving_mean.numpy(), layer.moving_variance.numpy()))
+    (y1, g1, m1, v1), (y2, g2, m2, v2) = results
+    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(m1, m2, rtol=1e-6)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)  # the biased variance, as Keras averages it
+    assert not np.allclose(m1, np.random.default_rng(0).uniform(0.5, 1.5, 4))  # the statistics did move
+
+
+def test_training_runs_the_fused_op_and_inference_is_keras_unchanged():
+    fused, plain = _pair()
+    x = tf.random.normal((2, 6, 5, 4))
+
+    def op_types(layer, training):
+        graph = tf.function(lambda t: layer(t, training=training)).get_concrete_function(x).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert any(t.startswith("FusedBatchNorm") for t in op_types(fused, True))
+    assert not any(t.startswith("FusedBatchNorm") for t in op_types(fused, False))
+    np.testing.assert_array_equal(fused(x, training=False), plain(x, training=False))
+
+
+@pytest.mark.parametrize("case", ["frozen", "synchronized", "small_epsilon", "rank3", "mask"])
+def test_everything_else_falls_back_to_keras_batchnorm(case):
+    kwargs = {"epsilon": 1e-6} if case == "small_epsilon" else {}
+    layer = FusedBatchNormalization(**kwargs)
+    shape = (2, 5, 4) if case == "rank3" else (2, 6, 5, 4)
+    layer.build(shape)
+    if case == "frozen":
+        layer.trainable = False
+    if case == "synchronized":
+        layer.synchronized = True
+    x = tf.random.normal(shape)
+    mask = tf.ones(shape[:-1], bool) if case == "mask" else None
+    assert not layer._fusable(x, True, mask)
+
+
+def test_config_round_trip_and_keras_saving(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, FusedBatchNormalization(momentum=0.8, epsilon=2e-5, name="bn")(inputs))
+    model.layers[-1].moving_mean.assign([1.0, 2.0, 3.0])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    layer = loaded.get_layer("bn")
+    assert isinstance(layer, FusedBatchNormalization) and layer.momentum == 0.8 and layer.epsilon == 2e-5
+    np.testing.assert_array_equal(layer.moving_mean.numpy(), [1.0, 2.0, 3.0])
