@@ -82,6 +82,7 @@ VARIANTS: dict[str, list[str]] = {
     "bilinear": ["model.pyramid_method=bilinear"],
 }
 ABLATIONS = [v for v in VARIANTS if v not in ("baseline",)]
+NO_DEADLINE_GUARD = 24 * 60.0  # minutes: train.max_minutes of a unit when the study has no --max-minutes
 PHASES = ("headline-synthetic", "headline-trees", "ablation", "confirm-trees")
 PHASE_SEEDS = {"headline-synthetic": [0, 1, 2, 3, 4], "headline-trees": [0, 1, 2], "ablation": [0, 1, 2],
                "confirm-trees": [0, 1, 2]}
@@ -350,7 +351,9 @@ def main(argv=None) -> int:
             t0 = time.time()
             if not is_trained(folder):
                 # The trainer's guard stops a unit a minute before the deadline (it resumes next call).
-                rc = train_unit(folder, dataset, overrides, None if left is None else max(0.5, left - 1.0))
+                # Without --max-minutes the unit gets a day: the config's own guard (13 min for the main
+                # job) would cut units short on a loaded machine and stop the queue.
+                rc = train_unit(folder, dataset, overrides, NO_DEADLINE_GUARD if left is None else max(0.5, left - 1.0))
                 trained += 1
                 if rc != 0:
                     failed += 1

@@ -1,6 +1,6 @@
 """Keras layers of IPG-Net and its detectors (all registered serializable)."""
 
-from ipg_keras.layers.batch_normalization import FusedBatchNormalization
+from ipg_keras.layers.batch_normalization import BatchNormalization
 from ipg_keras.layers.feature_pyramid import FeaturePyramid
 from ipg_keras.layers.image_normalization import ImageNormalization
 from ipg_keras.layers.image_pyramid import ImagePyramid
@@ -8,4 +8,4 @@ from ipg_keras.layers.ipg_fusion import IPGFusion
 from ipg_keras.layers.ipg_transform import IPGTransform
 from ipg_keras.layers.prediction_head import PredictionHead
 
-__all__ = ["FeaturePyramid", "FusedBatchNormalization", "IPGFusion", "IPGTransform", "ImageNormalization", "ImagePyramid", "PredictionHead"]
+__all__ = ["FeaturePyramid", "BatchNormalization", "IPGFusion", "IPGTransform", "ImageNormalization", "ImagePyramid", "PredictionHead"]

@@ -7,8 +7,8 @@ from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="ipg_keras")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` whose training step runs as one fused op.
+class BatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` that runs as one fused op.
 
     Keras 3 computes batch normalisation in training from separate ops (the
     moments, then the normalisation), each a pass over the activations and
@@ -19,22 +19,42 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     (benchmarks/RESULTS.md, "Fused batch normalisation"). The result is the
     same layer: same weights and names, same config, the same normalisation
     (biased batch variance) and the same moving-statistics update as Keras
-    (the fused op's Bessel-corrected variance is converted back).
+    (the fused op's Bessel-corrected variance is converted back). It keeps
+    Keras' class name on purpose: a `.keras` file addresses each layer's weights
+    by its class name, so models saved with `keras.layers.BatchNormalization`
+    (every ipg-keras model before this layer) load into this one unchanged.
 
-    The fused path is taken in training, with the TensorFlow backend, for 4-D
+    In inference (`fuse_inference=True`, the default) the layer is the same fused
+    op with the moving statistics, which grappler's remapper folds into the
+    convolution before it when that conv has no bias (conv + BN + ReLU as one
+    oneDNN op): the main job's forward pass is 1.12x faster. After a conv with a
+    bias the op stays separate and was measured slower than Keras' own
+    arithmetic (ResNet-50 at batch 1, 0.98x), so such layers are built with
+    `fuse_inference=False` (`IPGResNet` does it for the bottleneck ResNets).
+
+    The fused op is used with the TensorFlow backend, for 4-D
     channels-last inputs with `center` and `scale`, no mask, no renorm, no
-    `synchronized` (cross-replica) statistics and `epsilon >= 1.001e-5`; everything else, and inference,
-    is `keras.layers.BatchNormalization` unchanged.
+    `synchronized` (cross-replica) batch statistics and `epsilon >= 1.001e-5`;
+    everything else is `keras.layers.BatchNormalization` unchanged.
+
+    Args:
+        fuse_inference: also use the fused op in inference (see above).
+        **kwargs: those of `keras.layers.BatchNormalization`.
 
     Shape:
         input: `[B, H, W, C]` (any shape on the fallback path).
         output: same as input.
     """
 
+    def __init__(self, fuse_inference: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.fuse_inference = bool(fuse_inference)
+
     def _fusable(self, inputs, training, mask) -> bool:
+        """Whether this call takes the fused op (training or, with fuse_inference, inference)."""
+        batch_statistics = bool(training and self.trainable)
         return bool(
-            training
-            and self.trainable
+            (batch_statistics or self.fuse_inference)
             and mask is None
             and keras.backend.backend() == "tensorflow"
             and len(inputs.shape) == 4
@@ -42,7 +62,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             and self.center
             and self.scale
             and not self.renorm
-            and not self.synchronized
+            and not (batch_statistics and self.synchronized)
             and self.epsilon >= 1.001e-5  # the fused kernel's smallest epsilon
         )
 
@@ -52,6 +72,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         import tensorflow as tf
 
         x = ops.cast(inputs, "float32")
+        if not (training and self.trainable):  # inference, or a frozen layer: the moving statistics
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32"),
+                mean=ops.cast(self.moving_mean, "float32"), variance=ops.cast(self.moving_variance, "float32"),
+                epsilon=self.epsilon, data_format="NHWC", is_training=False,
+            )
+            return ops.cast(y, self.compute_dtype)
         y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             x, ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32"), epsilon=self.epsilon,
             data_format="NHWC", is_training=True,
@@ -66,3 +93,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         self.moving_variance.assign(
             self.moving_variance * momentum + ops.cast(variance, self.moving_variance.dtype) * (1.0 - momentum))
         return ops.cast(y, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "fuse_inference": self.fuse_inference}

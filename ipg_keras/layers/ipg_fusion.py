@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from ipg_keras.layers.batch_normalization import FusedBatchNormalization
+from ipg_keras.layers.batch_normalization import BatchNormalization
 from ipg_keras.layers.ipg_transform import BN_EPSILON
 
 FUSION_MODES = ("concat", "sum", "gated")
@@ -61,7 +61,7 @@ class IPGFusion(keras.layers.Layer):
         else:
             self.conv.build(g_shape)
         if self.mode != "gated":
-            self.bn = FusedBatchNormalization(
+            self.bn = BatchNormalization(
                 epsilon=BN_EPSILON, gamma_initializer="zeros" if self.init == "zero" else "ones", name="bn"
             )
             self.bn.build(f_shape)

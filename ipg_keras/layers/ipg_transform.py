@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ipg_keras.layers.batch_normalization import FusedBatchNormalization
+from ipg_keras.layers.batch_normalization import BatchNormalization
 
 BN_EPSILON = 1.001e-5  # keras.applications ResNet's value
 
@@ -41,15 +41,15 @@ class IPGTransform(keras.layers.Layer):
         self.depth = int(depth)
         conv = dict(padding="same", use_bias=False, kernel_initializer="he_normal")
         self.stem_conv = layers.Conv2D(self.width, 3, name="stem_conv", **conv)
-        self.stem_bn = FusedBatchNormalization(epsilon=BN_EPSILON, name="stem_bn")
+        self.stem_bn = BatchNormalization(epsilon=BN_EPSILON, name="stem_bn")
         self.blocks = []
         for i in range(self.depth):
             self.blocks.append(
                 (
                     layers.Conv2D(self.width, 3, name=f"block{i}_conv1", **conv),
-                    FusedBatchNormalization(epsilon=BN_EPSILON, name=f"block{i}_bn1"),
+                    BatchNormalization(epsilon=BN_EPSILON, name=f"block{i}_bn1"),
                     layers.Conv2D(self.width, 3, name=f"block{i}_conv2", **conv),
-                    FusedBatchNormalization(epsilon=BN_EPSILON, name=f"block{i}_bn2"),
+                    BatchNormalization(epsilon=BN_EPSILON, name=f"block{i}_bn2"),
                 )
             )
         self.project = layers.Conv2D(self.out_channels, 1, name="project", kernel_initializer="he_normal")

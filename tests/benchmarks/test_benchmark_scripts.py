@@ -223,5 +223,6 @@ def test_fused_batchnorm_script_tiny(tmp_path, capsys):
     assert bench.main(["--configs", "tiny", "--rounds", "2", "--output", str(out)]) == 0
     assert "speed-up" in capsys.readouterr().out
     (result,) = json.loads(out.read_text())["results"]
-    assert result["bn_layers"] > 0 and result["speedup"] > 0
+    assert result["bn_layers"] > 0 and result["train_speedup"] > 0 and result["forward_speedup"] > 0
+    assert result["forward_max_abs_diff"] < 1e-3
     assert math.isclose(result["loss_after"]["fused"], result["loss_after"]["keras"], rel_tol=1e-3)
