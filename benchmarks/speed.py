@@ -472,6 +472,7 @@ def main(argv=None) -> int:
     text = report(result)
     result["table"] = text
     write_json(args.output, result)
+    Path(args.output + ".partial").unlink(missing_ok=True)  # the complete result replaces the crash copy
     print("\n" + text)
     print(f"\nwrote {args.output}")
     return 0
