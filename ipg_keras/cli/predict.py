@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tile-size", type=int, default=None,
                         help="slice tiles of this many image pixels, each resized to the model's input (default: "
                              "the input size); use the data.tile_size a model was trained with")
+    parser.add_argument("--tta", type=int, choices=(1, 4, 8), default=1,
+                        help="test-time augmentation: predict 4 (flips) or 8 (flips and transposes) views of each "
+                             "image and fuse their boxes (weighted box fusion); n times slower")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction of the tile")
     parser.add_argument("--max-detections", type=int, default=300,
                         help="detections kept per image (tiles merged by NMS) and scored with --annotations; "
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             image = read_image(f)
             pred = predict_image(detector, image, args.mode, overlap=args.overlap, tile_size=args.tile_size,
-                                 max_detections=args.max_detections)
+                                 tta=args.tta, max_detections=args.max_detections)
         except (ValueError, OSError) as error:  # unreadable image, wrong size for a TFLite model
             errors.append({"file": str(f), "error": str(error)})
             print(f"ipg-predict: {f}: {error}", file=sys.stderr)

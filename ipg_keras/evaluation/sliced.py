@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ipg_keras.evaluation.coco import coco_metrics
-from ipg_keras.inference import sliced_predict
+from ipg_keras.inference import predict_views, sliced_predict
 
 
 def evaluate_sliced(
@@ -24,6 +24,7 @@ def evaluate_sliced(
     score_threshold: float = 0.05,
     iou_threshold: float = 0.5,
     max_detections: int = 300,
+    tta: int = 1,
     verbose: bool = True,
 ) -> dict[str, float]:
     """COCO metrics over unbatched full images (element format), each predicted tile by tile.
@@ -37,7 +38,8 @@ def evaluate_sliced(
     (`data.tile_size` < `data.image_size` zooms in) is evaluated at the scale it
     was trained at. `max_detections` is both what
     the merge keeps per image and the scoring limit (see `coco_metrics`), printed
-    when `verbose`.
+    when `verbose`. `tta` (1, 4 or 8) predicts that many flipped / transposed
+    views of each image and fuses them (`ipg_keras.inference.predict_views`).
     """
     from tqdm.auto import tqdm
 
@@ -56,9 +58,12 @@ def evaluate_sliced(
             if flag in bb:
                 gt[flag] = np.asarray(bb[flag])
         ground_truths.append(gt)
-        pred = sliced_predict(
-            predict_fn, image, tile_size=tile_size, overlap=overlap, input_size=input_size, batch_size=batch_size,
-            iou_threshold=iou_threshold, score_threshold=score_threshold, max_detections=max_detections,
+        pred = predict_views(
+            lambda view: sliced_predict(
+                predict_fn, view, tile_size=tile_size, overlap=overlap, input_size=input_size, batch_size=batch_size,
+                iou_threshold=iou_threshold, score_threshold=score_threshold, max_detections=max_detections,
+            ),
+            image, tta, max_detections=max_detections,
         )
         detections.append({"image_id": gt["image_id"], **{k: pred[k] for k in ("boxes", "scores", "classes")}})
     metrics = coco_metrics(

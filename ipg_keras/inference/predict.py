@@ -36,6 +36,7 @@ import numpy as np
 from ipg_keras.data.image_io import read_image
 from ipg_keras.export.runtime import KerasDetector, letterbox, load_detector
 from ipg_keras.inference.sliced import sliced_predict
+from ipg_keras.inference.tta import TTA_VIEW_COUNTS, predict_views
 
 MODES = ("auto", "resize", "slice", "direct")
 
@@ -96,6 +97,7 @@ def predict_image(
     iou_threshold: float = 0.5,
     max_detections: int = 300,
     tile_size: int | None = None,
+    tta: int = 1,
 ) -> dict[str, np.ndarray]:
     """Detections of one image in its own pixels.
 
@@ -112,6 +114,9 @@ def predict_image(
             model's input side). Each tile is resized to the input, so a smaller
             tile zooms in, as for a model trained with `data.tile_size` below
             `data.image_size` (use the same tile size it was trained with).
+        tta: test-time augmentation: 1 (off), 4 (the image and its flips) or 8
+            (also transposed) views, each predicted as above and fused by
+            weighted box fusion (`ipg_keras.inference.tta`); n times the cost.
 
     Returns:
         `{"boxes": float32 [K, 4] xyxy in the image's pixels (clipped to it),
@@ -120,7 +125,7 @@ def predict_image(
 
     Raises:
         FileNotFoundError / ImageReadError (ValueError): unreadable image file.
-        ValueError: unknown mode, bad overlap, tile_size < 1, an array that is not `[H, W, 3]`, or
+        ValueError: unknown mode, bad overlap, tile_size < 1, tta not 1/4/8, an array that is not `[H, W, 3]`, or
             an image whose size a TFLite model cannot take in mode "direct".
     """
     if mode not in MODES:
@@ -129,8 +134,15 @@ def predict_image(
         raise ValueError(f"overlap={overlap} must be in [0, 1) (a fraction of the tile side)")
     if tile_size is not None and int(tile_size) < 1:
         raise ValueError(f"tile_size={tile_size} must be a positive number of pixels (or None: the model's input side)")
+    if tta not in TTA_VIEW_COUNTS:
+        raise ValueError(f"tta={tta}: use 1 (off), 4 (flips) or 8 (flips and transposes) views")
     detector = as_detector(detector)
     pixels = _as_image(image)
+    if tta != 1:
+        one_view = dict(mode=mode, overlap=overlap, batch_size=batch_size, iou_threshold=iou_threshold,
+                        max_detections=max_detections, tile_size=tile_size)
+        return predict_views(lambda view: predict_image(detector, view, **one_view), pixels, tta,
+                             max_detections=max_detections)
     in_h, in_w = detector.input_size
     h, w = pixels.shape[:2]
     kind = getattr(detector, "format", "")

@@ -180,6 +180,9 @@ class EvalConfig:
     max_images: int | None = None
     batch_size: int = 8
     num_visualized: int = 8
+    # Test-time augmentation of the sliced evaluation (large images, data.tile_size): 1 (off), 4 (flips) or
+    # 8 (flips and transposes) views per image, fused by weighted box fusion (ipg_keras.inference.tta).
+    tta: int = 1
 
 
 @dataclass
@@ -327,6 +330,7 @@ def validate(config: ExperimentConfig) -> None:
         "train.schedule": (t.schedule, ("step", "cosine", "constant")),
         "train.strategy": (t.strategy, ("default", "mirrored", "multi_worker", "tpu")),
         "train.mixed_precision": (t.mixed_precision, (None, "mixed_float16", "mixed_bfloat16")),
+        "eval.tta": (config.eval.tta, (1, 4, 8)),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -428,6 +432,8 @@ _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
     *[(f"train.{k}", lambda c: c.train.schedule == "step", "train.schedule=step", ())
       for k in ("decay_epochs", "decay_rate")],
     ("train.min_lr_factor", lambda c: c.train.schedule == "cosine", "train.schedule=cosine", ()),
+    ("eval.tta", lambda c: c.data.tile_size is not None,
+     "data.tile_size set (test-time augmentation is part of the sliced evaluation of large images)", ()),
 ]
 
 

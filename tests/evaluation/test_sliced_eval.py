@@ -73,6 +73,19 @@ def test_sliced_evaluation_resizes_tiles_to_the_input_size_and_scores_in_image_p
     assert metrics["AP50"] == 1.0 and metrics["AP"] > 0.85  # the 2x resize blurs each edge by about a pixel
 
 
+def test_sliced_evaluation_with_test_time_augmentation_still_scores_every_object():
+    image = np.zeros((300, 420, 3), "float32")
+    boxes = []
+    for k, (x, y) in enumerate([(10, 10), (95, 40), (150, 150), (260, 90), (380, 250), (200, 270), (60, 220)]):
+        s = 12 + 2 * k
+        image[y : y + s, x : x + s] = 255
+        boxes.append([x, y, min(x + s, 420), min(y + s, 300)])
+    element = {"images": image, "image_id": 5,
+               "bounding_boxes": {"boxes": np.array(boxes, "float32"), "classes": np.zeros(len(boxes), "int32")}}
+    metrics = evaluate_sliced(square_finder, [element], tile_size=128, overlap=40, tta=4, verbose=False)
+    assert metrics["AP50"] == 1.0 and metrics["AP"] == 1.0
+
+
 def test_max_detections_above_100_matches_cocoeval_when_fewer_boxes():
     from ipg_keras.evaluation import coco_metrics
 

@@ -1,0 +1,70 @@
+"""Test-time augmentation: views map boxes back exactly; weighted box fusion averages each cluster per class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ipg_keras.inference import predict_image, predict_views, weighted_box_fusion
+from ipg_keras.inference.tta import VIEWS, unview_boxes, view_image
+
+
+class BrightBoxDetector:
+    """'Detects' the bright pixels of each input as one box (class 1, score 0.9); 64 px input."""
+
+    input_size = (64, 64)
+    format = "keras"
+
+    def __call__(self, images):
+        images = np.asarray(images)
+        out = {"boxes": np.zeros((len(images), 1, 4), "float32"), "scores": np.zeros((len(images), 1), "float32"),
+               "classes": np.ones((len(images), 1), "int32"), "num_detections": np.zeros(len(images), "int32")}
+        for i, image in enumerate(images):
+            ys, xs = np.nonzero(image[..., 0] > 128)
+            if len(ys):
+                out["boxes"][i, 0] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+                out["scores"][i, 0], out["num_detections"][i] = 0.9, 1
+        return out
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_each_view_maps_its_boxes_back_to_the_image(view):
+    image = np.zeros((50, 70, 3), "uint8")
+    image[10:18, 30:44] = 255
+    pixels = view_image(image, view)
+    assert pixels.shape[:2] == ((70, 50) if "t" in view else (50, 70))
+    ys, xs = np.nonzero(pixels[..., 0])
+    seen = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], "float32")
+    np.testing.assert_array_equal(unview_boxes(seen, view, pixels.shape[:2]), [[30, 10, 44, 18]])
+
+
+@pytest.mark.parametrize("views", [1, 4, 8])
+def test_predict_image_with_tta_finds_the_same_box_in_image_pixels(views):
+    image = np.zeros((80, 150, 3), "uint8")  # wider than the 64 px input: sliced in every view
+    image[20:36, 90:110] = 255
+    out = predict_image(BrightBoxDetector(), image, tta=views)
+    np.testing.assert_allclose(out["boxes"], [[90, 20, 110, 36]], atol=1e-4)
+    np.testing.assert_allclose(out["scores"], [0.9], rtol=1e-6)  # every view found it: sum / views
+    assert out["classes"].tolist() == [1]
+    with pytest.raises(ValueError, match="tta=3"):
+        predict_image(BrightBoxDetector(), image, tta=3)
+
+
+def test_weighted_box_fusion_averages_clusters_per_class_and_scores_over_the_views():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10]], "float32")
+    scores = np.array([0.9, 0.3, 0.6, 0.8])
+    classes = np.array([0, 0, 0, 1])
+    out = weighted_box_fusion(boxes, scores, classes, num_views=2, iou_threshold=0.55)
+    # class 0: {0.9 @ [0..10], 0.3 @ [1..11]} -> score-weighted mean, (0.9 + 0.3) / 2; the far box alone: 0.6 / 2;
+    # class 1's box does not join class 0's cluster.
+    np.testing.assert_allclose(out["boxes"], [[0.25, 0.25, 10.25, 10.25], [0, 0, 10, 10], [50, 50, 60, 60]],
+                               rtol=1e-6)
+    np.testing.assert_allclose(out["scores"], [0.6, 0.4, 0.3], rtol=1e-6)
+    assert out["classes"].tolist() == [0, 1, 0]
+    empty = weighted_box_fusion(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 4)
+    assert empty["boxes"].shape == (0, 4) and empty["scores"].dtype == np.float32
+
+
+def test_predict_views_rejects_other_view_counts():
+    with pytest.raises(ValueError, match="1, 4"):
+        predict_views(lambda x: {}, np.zeros((8, 8, 3)), views=2)
