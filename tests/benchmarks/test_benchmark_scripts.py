@@ -11,7 +11,7 @@ import math
 import pytest
 
 from .bench_loader import load_benchmark as _load
-from .fake_detectors import BrightBoxDetector
+from fake_detectors import BrightBoxDetector
 
 
 def test_format_table_and_flops_counter():

@@ -33,18 +33,20 @@ def square_finder(tiles):
     return {"boxes": boxes, "scores": scores, "classes": classes, "num_detections": num}
 
 
-def test_sliced_evaluation_recovers_every_object_in_original_pixels():
+def squares_element(image_id: int) -> dict:
+    """A 420 x 300 image with 7 bright squares of 12-24 px, as an element with its boxes."""
     image = np.zeros((300, 420, 3), "float32")
     boxes = []
     for k, (x, y) in enumerate([(10, 10), (95, 40), (150, 150), (260, 90), (380, 250), (200, 270), (60, 220)]):
         s = 12 + 2 * k
         image[y : y + s, x : x + s] = 255
         boxes.append([x, y, min(x + s, 420), min(y + s, 300)])
-    element = {
-        "images": image,
-        "image_id": 7,
-        "bounding_boxes": {"boxes": np.array(boxes, "float32"), "classes": np.zeros(len(boxes), "int32")},
-    }
+    return {"images": image, "image_id": image_id,
+            "bounding_boxes": {"boxes": np.array(boxes, "float32"), "classes": np.zeros(len(boxes), "int32")}}
+
+
+def test_sliced_evaluation_recovers_every_object_in_original_pixels():
+    element = squares_element(7)
     metrics = evaluate_sliced(square_finder, [element], tile_size=128, overlap=40, batch_size=4, verbose=False)
     assert metrics["AP50"] == 1.0 and metrics["AP"] == 1.0
     # Without enough overlap, objects cut by every tile border are missed: the metric notices.
@@ -54,14 +56,7 @@ def test_sliced_evaluation_recovers_every_object_in_original_pixels():
 
 def test_sliced_evaluation_resizes_tiles_to_the_input_size_and_scores_in_image_pixels():
     """`input_size` != `tile_size` (a model trained on zoomed-in windows): tiles are resized, boxes scaled back."""
-    image = np.zeros((300, 420, 3), "float32")
-    boxes = []
-    for k, (x, y) in enumerate([(10, 10), (95, 40), (150, 150), (260, 90), (380, 250), (200, 270), (60, 220)]):
-        s = 12 + 2 * k
-        image[y : y + s, x : x + s] = 255
-        boxes.append([x, y, min(x + s, 420), min(y + s, 300)])
-    element = {"images": image, "image_id": 3,
-               "bounding_boxes": {"boxes": np.array(boxes, "float32"), "classes": np.zeros(len(boxes), "int32")}}
+    element = squares_element(3)
     seen = set()
 
     def zoomed_finder(tiles):
@@ -74,14 +69,7 @@ def test_sliced_evaluation_resizes_tiles_to_the_input_size_and_scores_in_image_p
 
 
 def test_sliced_evaluation_with_test_time_augmentation_still_scores_every_object():
-    image = np.zeros((300, 420, 3), "float32")
-    boxes = []
-    for k, (x, y) in enumerate([(10, 10), (95, 40), (150, 150), (260, 90), (380, 250), (200, 270), (60, 220)]):
-        s = 12 + 2 * k
-        image[y : y + s, x : x + s] = 255
-        boxes.append([x, y, min(x + s, 420), min(y + s, 300)])
-    element = {"images": image, "image_id": 5,
-               "bounding_boxes": {"boxes": np.array(boxes, "float32"), "classes": np.zeros(len(boxes), "int32")}}
+    element = squares_element(5)
     metrics = evaluate_sliced(square_finder, [element], tile_size=128, overlap=40, tta=4, verbose=False)
     assert metrics["AP50"] == 1.0 and metrics["AP"] == 1.0
 

@@ -7,24 +7,7 @@ import pytest
 
 from ipg_keras.inference import predict_image, predict_views, weighted_box_fusion
 from ipg_keras.inference.tta import VIEWS, unview_boxes, view_image
-
-
-class BrightBoxDetector:
-    """'Detects' the bright pixels of each input as one box (class 1, score 0.9); 64 px input."""
-
-    input_size = (64, 64)
-    format = "keras"
-
-    def __call__(self, images):
-        images = np.asarray(images)
-        out = {"boxes": np.zeros((len(images), 1, 4), "float32"), "scores": np.zeros((len(images), 1), "float32"),
-               "classes": np.ones((len(images), 1), "int32"), "num_detections": np.zeros(len(images), "int32")}
-        for i, image in enumerate(images):
-            ys, xs = np.nonzero(image[..., 0] > 128)
-            if len(ys):
-                out["boxes"][i, 0] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-                out["scores"][i, 0], out["num_detections"][i] = 0.9, 1
-        return out
+from fake_detectors import BrightBoxDetector
 
 
 @pytest.mark.parametrize("view", VIEWS)
@@ -42,12 +25,12 @@ def test_each_view_maps_its_boxes_back_to_the_image(view):
 def test_predict_image_with_tta_finds_the_same_box_in_image_pixels(views):
     image = np.zeros((80, 150, 3), "uint8")  # wider than the 64 px input: sliced in every view
     image[20:36, 90:110] = 255
-    out = predict_image(BrightBoxDetector(), image, tta=views)
+    out = predict_image(BrightBoxDetector(label=1), image, tta=views)
     np.testing.assert_allclose(out["boxes"], [[90, 20, 110, 36]], atol=1e-4)
     np.testing.assert_allclose(out["scores"], [0.9], rtol=1e-6)  # every view found it: sum / views
     assert out["classes"].tolist() == [1]
     with pytest.raises(ValueError, match="tta=3"):
-        predict_image(BrightBoxDetector(), image, tta=3)
+        predict_image(BrightBoxDetector(label=1), image, tta=3)
 
 
 def test_weighted_box_fusion_averages_clusters_per_class_and_scores_over_the_views():
