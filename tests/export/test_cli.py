@@ -193,10 +193,13 @@ def test_predict_no_images(trained_model_path, tmp_path, capsys):
     assert code == 2 and "no such file or folder" in capsys.readouterr().err
 
 
-def test_predict_bad_tile_size_is_refused(trained_model_path, image_folder, tmp_path, capsys):
+def test_predict_bad_tile_size_or_tta_is_refused(trained_model_path, image_folder, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         _run_predict([trained_model_path, image_folder, "--output", tmp_path / "out", "--tile-size", "0"])
     assert exit_info.value.code == 2 and "--tile-size must be a positive number of pixels" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        _run_predict([trained_model_path, image_folder, "--output", tmp_path / "out", "--tta", "3"])
+    assert exit_info.value.code == 2 and "--tta" in capsys.readouterr().err
 
 
 def test_export_cli_int8_calibrates_on_a_folder(trained_model_path, image_folder, tmp_path, capsys, monkeypatch):
