@@ -28,8 +28,8 @@ if str(REPO) not in sys.path:  # `python benchmarks/x.py` from the repo root
     sys.path.insert(0, str(REPO))
 
 
-def ipg_train(config: str, output: str | os.PathLike, overrides: Sequence[str] = (), log: str | os.PathLike | None = None
-              ) -> int:
+def ipg_train(config: str, output: str | os.PathLike, overrides: Sequence[str] = (),
+              log: str | os.PathLike | None = None) -> int:
     """Runs (or resumes) `ipg-train CONFIG --output OUTPUT --set KEY=VALUE ...` in a subprocess; returns its exit code.
 
     The benchmarks' training studies (IPG study, trees recipe) are queues of such

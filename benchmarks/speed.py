@@ -30,7 +30,6 @@ stackwise_strides=[1, 2, 2, 2], include_rescaling=True)` (23,561,152 params, the
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 import traceback

@@ -87,7 +87,8 @@ def main(argv=None) -> int:
                 fused.append((out["boxes"], out["scores"]))
             rows.append({"setting": f"{count} views, WBF IoU {threshold}", **score(fused)})
     for row in rows:
-        print(f"{row['setting']}: AP {row['AP']:.3f} AP50 {row['AP50']:.3f} AP75 {row['AP75']:.3f} APs {row['APs']:.3f}")
+        print(f"{row['setting']}: AP {row['AP']:.3f} AP50 {row['AP50']:.3f} AP75 {row['AP75']:.3f} "
+              f"APs {row['APs']:.3f}")
     write_json(args.output, {"machine": machine_info(), "model": str(args.model), "rows": rows})
     return 0
 

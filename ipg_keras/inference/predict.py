@@ -125,8 +125,9 @@ def predict_image(
 
     Raises:
         FileNotFoundError / ImageReadError (ValueError): unreadable image file.
-        ValueError: unknown mode, bad overlap, tile_size < 1, tta not 1/4/8, an array that is not `[H, W, 3]`, or
-            an image whose size a TFLite model cannot take in mode "direct".
+        ValueError: unknown mode, bad overlap, tile_size < 1, tta not 1/4/8, an
+            array that is not `[H, W, 3]`, or an image whose size a TFLite model
+            cannot take in mode "direct".
     """
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; use one of {MODES}")

@@ -36,7 +36,10 @@ def view_image(image: np.ndarray, view: str) -> np.ndarray:
 
 
 def unview_boxes(boxes: np.ndarray, view: str, view_shape: tuple[int, int]) -> np.ndarray:
-    """Boxes `[K, 4]` xyxy in the pixels of `view_image(image, view)` (of shape `view_shape` `(h, w)`) -> image pixels."""
+    """Boxes `[K, 4]` xyxy in the pixels of `view_image(image, view)` -> the image's pixels.
+
+    `view_shape` is that view's `(h, w)`.
+    """
     h, w = view_shape
     b = np.array(boxes, np.float32, copy=True).reshape(-1, 4)
     if "h" in view:

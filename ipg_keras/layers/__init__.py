@@ -8,4 +8,5 @@ from ipg_keras.layers.ipg_fusion import IPGFusion
 from ipg_keras.layers.ipg_transform import IPGTransform
 from ipg_keras.layers.prediction_head import PredictionHead
 
-__all__ = ["FeaturePyramid", "BatchNormalization", "IPGFusion", "IPGTransform", "ImageNormalization", "ImagePyramid", "PredictionHead"]
+__all__ = ["BatchNormalization", "FeaturePyramid", "IPGFusion", "IPGTransform", "ImageNormalization", "ImagePyramid",
+           "PredictionHead"]

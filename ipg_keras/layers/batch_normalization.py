@@ -1,4 +1,4 @@
-"""BatchNormalization that trains with TensorFlow's fused kernel (Keras 2's `fused=True`)."""
+"""BatchNormalization run as TensorFlow's fused kernel (Keras 2's `fused=True`)."""
 
 from __future__ import annotations
 
