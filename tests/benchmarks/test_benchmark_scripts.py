@@ -101,6 +101,9 @@ def test_study_quick_units_resume_and_are_skipped(tmp_path, capsys):
         assert set(analysis["tp_levels"]) >= {"all", "0-12"}
         history = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
         assert [r["steps_done"] for r in history if "val_AP" in r] == [2, 4]  # a val-AP curve, every epoch
+        # Without --max-minutes a unit gets a day, not the main job's 13-minute guard (a loaded machine
+        # would otherwise cut units short and stop the queue).
+        assert "--set train.max_minutes=1440.00" in (folder / "train.log").read_text()
     summary = json.loads((root / "summary.json").read_text())
     assert len(summary["runs"]) == 2 and summary["summary"]["paired"][0]["variant"] == "ipg"
     assert summary["costs"]["ipg"]["gflops"] > summary["costs"]["baseline"]["gflops"] > 0
