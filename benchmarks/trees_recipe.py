@@ -45,6 +45,10 @@ VARIANTS: dict[str, list[str]] = {
     # adopted: these are trees_retinanet.yaml's values since (AP50 0.495 vs 0.431).
     "strong_aug": ["data.scale_range=[0.5,2.0]", "data.brightness=0.3", "data.contrast=0.45", "data.saturation=0.45",
                    "data.hue=0.08", "data.channel_gain=0.25"],
+    # On top of strong_aug (the config since): strong jitter may need a longer schedule, or more capacity now
+    # that it regularises (width 0.5 did not help with the mild jitter: C_w05).
+    "long5000": ["train.epochs=250"],
+    "width05": ["model.width_multiplier=0.5"],
     "init_synth": ["train.init_from=benchmarks/results/ipg_study/study/runs/synthetic/ipg/seed0/model.keras"],
 }
 KEEP = ("config.yaml", "history.csv", "metrics.json", "training_curves.png")

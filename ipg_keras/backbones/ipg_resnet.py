@@ -13,6 +13,8 @@ import keras
 from keras import layers
 
 from ipg_keras.layers import BatchNormalization, IPGFusion, IPGTransform, ImageNormalization, ImagePyramid
+from ipg_keras.layers.batch_normalization import defer_bias
+from ipg_keras.layers.convolution import Conv2D
 from ipg_keras.layers.ipg_transform import BN_EPSILON
 
 # depth -> (block kind, blocks per stage conv2..conv5)
@@ -26,24 +28,22 @@ STAGE_FILTERS = (64, 128, 256, 512)
 IMAGENET_DEPTHS = {50: "ResNet50", 101: "ResNet101"}
 
 
-def _bn(name, after_bias: bool = False):
-    # After a conv with a bias (the bottleneck ResNets' keras.applications layout) the fused inference op is not
-    # folded into the conv and measured slower than Keras' own (R50, batch 1): those BN layers fuse in training only.
-    return BatchNormalization(epsilon=BN_EPSILON, fuse_inference=not after_bias, name=name)
+def _bn(name):
+    return BatchNormalization(epsilon=BN_EPSILON, name=name)
 
 
 def _bottleneck(x, filters, stride, name, shortcut_conv):
     # keras.applications' v1 block: stride on the first 1x1 conv, convs with bias.
     shortcut = x
     if shortcut_conv:
-        shortcut = layers.Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
-        shortcut = _bn(f"{name}_0_bn", after_bias=True)(shortcut)
-    x = layers.Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
-    x = layers.Activation("relu", name=f"{name}_1_relu")(_bn(f"{name}_1_bn", after_bias=True)(x))
-    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(x)
-    x = layers.Activation("relu", name=f"{name}_2_relu")(_bn(f"{name}_2_bn", after_bias=True)(x))
-    x = layers.Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
-    x = _bn(f"{name}_3_bn", after_bias=True)(x)
+        shortcut = Conv2D(4 * filters, 1, strides=stride, name=f"{name}_0_conv")(x)
+        shortcut = _bn(f"{name}_0_bn", )(shortcut)
+    x = Conv2D(filters, 1, strides=stride, name=f"{name}_1_conv")(x)
+    x = layers.Activation("relu", name=f"{name}_1_relu")(_bn(f"{name}_1_bn", )(x))
+    x = Conv2D(filters, 3, padding="same", name=f"{name}_2_conv")(x)
+    x = layers.Activation("relu", name=f"{name}_2_relu")(_bn(f"{name}_2_bn", )(x))
+    x = Conv2D(4 * filters, 1, name=f"{name}_3_conv")(x)
+    x = _bn(f"{name}_3_bn", )(x)
     x = layers.Add(name=f"{name}_add")([shortcut, x])
     return layers.Activation("relu", name=f"{name}_out")(x)
 
@@ -153,8 +153,8 @@ class IPGResNet(keras.Model):
 
         x_img = x
         x = layers.ZeroPadding2D(3, name="conv1_pad")(x_img)
-        x = layers.Conv2D(stem_filters, 7, strides=2, use_bias=kind == "bottleneck", name="conv1_conv")(x)
-        x = layers.Activation("relu", name="conv1_relu")(_bn("conv1_bn", after_bias=kind == "bottleneck")(x))
+        x = Conv2D(stem_filters, 7, strides=2, use_bias=kind == "bottleneck", name="conv1_conv")(x)
+        x = layers.Activation("relu", name="conv1_relu")(_bn("conv1_bn")(x))
         x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
         x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
@@ -191,6 +191,7 @@ class IPGResNet(keras.Model):
         if weights is not None:
             load_imagenet_weights(self, weights)
         self.freeze_redundant_biases()
+        self.defer_biases()
 
     def conv_bn_pairs(self) -> list[tuple[layers.Conv2D, layers.BatchNormalization]]:
         """The ResNet convolutions with a bias (bottleneck ResNets) and the BatchNormalization right after each.
@@ -230,6 +231,21 @@ class IPGResNet(keras.Model):
             conv.bias.trainable = not (bn.trainable and conv.trainable)
             frozen += not conv.bias.trainable
         return frozen
+
+    def defer_biases(self, deferred: bool = True) -> int:
+        """Hands each conv bias to the BatchNormalization after it (`defer_bias`), or takes it back.
+
+        The pair computes the same function (up to float rounding), and in
+        inference conv + BN + ReLU become one fused op on CPU instead of a
+        conv with bias and three elementwise passes (benchmarks/RESULTS.md,
+        "Conv biases folded into BatchNormalization"). Done at construction;
+        returns the number of pairs.
+        """
+        pairs = [(conv, bn) for conv, bn in self.conv_bn_pairs()
+                 if isinstance(conv, Conv2D) and isinstance(bn, BatchNormalization)]
+        for conv, bn in pairs:
+            defer_bias(conv, bn, deferred)
+        return len(pairs)
 
     def get_config(self):
         # Weights travel with the saved model, so a reloaded model never downloads again.

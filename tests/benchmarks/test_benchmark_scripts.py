@@ -244,3 +244,15 @@ def test_trees_tta_script_predicts_each_view_back_in_image_pixels():
         boxes, _ = tta.predict_view(BrightBoxDetector(), image, view, max_detections=10)
         np.testing.assert_allclose(boxes, [[30, 10, 44, 18]], err_msg=view)
 
+
+
+def test_bias_deferral_script_tiny(tmp_path, capsys):
+    """Both arms (bias in the conv, bias handed to the BN) compute the same outputs; the ratio is written."""
+    bench = _load("bias_deferral")
+    out = tmp_path / "bd.json"
+    assert bench.main(["--preset", "tiny", "--batch-sizes", "1", "--rounds", "2", "--output", str(out)]) == 0
+    assert "deferred to BN" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["ipg"] for r in rows] == [True, False]
+    for row in rows:
+        assert row["speed_up"] > 0 and 0 < row["max_abs_output_diff"] < 1e-4  # non-zero biases: a real comparison

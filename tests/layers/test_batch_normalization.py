@@ -57,12 +57,14 @@ def test_fused_op_in_training_and_in_inference_unless_switched_off(fuse_inferenc
     np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), rtol=1e-5, atol=1e-5)
 
 
-def test_bottleneck_resnet_bn_after_a_biased_conv_fuses_in_training_only():
+def test_every_resnet_bn_fuses_in_inference_and_bottleneck_conv_biases_are_deferred_to_it():
     from ipg_keras.backbones import IPGResNet
 
-    bns = {l.name: l for l in IPGResNet(depth=50, ipg=True, width_multiplier=0.125, ipg_width=4).layers
-           if isinstance(l, BatchNormalization)}
-    assert not bns["conv1_bn"].fuse_inference and not bns["conv2_block1_1_bn"].fuse_inference
+    r50 = IPGResNet(depth=50, ipg=True, width_multiplier=0.125, ipg_width=4)
+    bns = [l for l in r50.layers if isinstance(l, BatchNormalization)]
+    assert bns and all(l.fuse_inference for l in bns)
+    pairs = r50.conv_bn_pairs()
+    assert len(pairs) == 53 and all(conv.bias_deferred and bn._deferred_bias() is conv.bias for conv, bn in pairs)
     bns18 = [l for l in IPGResNet(depth=18, ipg=False, width_multiplier=0.125).layers
              if isinstance(l, BatchNormalization)]
     assert bns18 and all(l.fuse_inference for l in bns18)
