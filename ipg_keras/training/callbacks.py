@@ -242,6 +242,49 @@ def make_predict_fn(model: keras.Model) -> Callable[[Any], dict]:
     return predict
 
 
+def average_weight_pairs(optimizer) -> list[tuple[Any, Any]]:
+    """(trainable variable, its moving average) pairs of an optimizer built with `use_ema` (else empty)."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    if not getattr(optimizer, "use_ema", False) or not getattr(optimizer, "built", False):
+        return []
+    return [(v, a) for v, a in zip(optimizer._trainable_variables, optimizer._model_variables_moving_average)
+            if a is not None]
+
+
+def swap_average_weights(optimizer) -> int:
+    """Exchanges the trainable weights and their moving averages (a second call swaps them back).
+
+    Returns the number of variables swapped (0 without `use_ema`).
+    """
+    pairs = average_weight_pairs(optimizer)
+    for variable, average in pairs:
+        raw = tf.identity(variable.value)
+        variable.assign(average.value)
+        average.assign(raw)
+    return len(pairs)
+
+
+def apply_average_weights(optimizer) -> int:
+    """Sets the trainable weights to their moving averages for good (what Keras does when `fit()` ends)."""
+    pairs = average_weight_pairs(optimizer)
+    for variable, average in pairs:
+        variable.assign(average.value)
+    return len(pairs)
+
+
+class SwapAverageWeights(keras.callbacks.Callback):
+    """Swaps the weights and their moving averages at each epoch end (`train.ema`).
+
+    `ipg-train` places one before the evaluation and the model files of the
+    epoch and one after them, so those see the averaged weights and the next
+    training step the raw ones. The resumable checkpoint is written before the
+    first swap (raw weights and the optimizer, averages included).
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        swap_average_weights(self.model.optimizer)
+
+
 class ChiefCOCOMetrics(COCOMetricsCallback):
     """COCO metrics on the validation set every `every_n_epochs` epochs, on the chief only.
 

@@ -157,6 +157,10 @@ class TrainConfig:
     min_lr_factor: float = 0.0  # cosine: final lr = min_lr_factor * lr
     clipnorm: float | None = None  # clip each gradient tensor's norm (of the global-batch gradient)
     global_clipnorm: float | None = None  # clip the norm of all gradients together
+    # Exponential moving average of the trainable weights (Keras' optimizer `use_ema`, this its momentum,
+    # e.g. 0.998: an average over the last ~500 steps); 0 = off. The evaluations during training, best.keras,
+    # last.keras and the final model are the averaged weights; training itself steps the raw ones.
+    ema: float = 0.0
     seed: int = 0
     strategy: str = "default"  # default | mirrored | multi_worker | tpu
     # Split the host CPU into this many logical devices before TensorFlow starts,
@@ -366,6 +370,7 @@ def validate(config: ExperimentConfig) -> None:
     check(t.learning_rate > 0, "train.learning_rate", t.learning_rate, "must be > 0")
     check(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
     check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")
+    check(0 <= t.ema < 1, "train.ema", t.ema, "must be in [0, 1): the moving average's momentum (0 = off)")
     check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
     check(0 < t.warmup_factor <= 1, "train.warmup_factor", t.warmup_factor, "must be in (0, 1]")
     check(0 < t.decay_rate <= 1, "train.decay_rate", t.decay_rate, "must be in (0, 1]")

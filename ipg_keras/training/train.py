@@ -28,11 +28,13 @@ import tensorflow as tf
 from keras import ops
 
 from ipg_keras.training.callbacks import (
+    apply_average_weights,
     BestCheckpoint,
     ChiefCOCOMetrics,
     HistoryLogger,
     LastCheckpoint,
     StepCheckpoint,
+    SwapAverageWeights,
     TimeLimit,
     TrainingState,
     WorkerContext,
@@ -437,8 +439,23 @@ class GlobalGradientMixin:
         return super()._all_reduce_sum_gradients(grads_and_vars)
 
 
+class ExplicitAverageMixin:
+    """Leaves the weight average (`use_ema`) to ipg-train instead of the end of every `fit()`.
+
+    Keras overwrites the weights with their moving average when `fit()` ends
+    (`finalize_variable_values`). ipg-train calls `fit()` twice when it resumes
+    in the middle of an epoch, and training must go on from the raw weights, so
+    it applies the average itself, once, after the last `fit()`
+    (`callbacks.apply_average_weights`), and swaps it in for evaluations
+    (`callbacks.SwapAverageWeights`).
+    """
+
+    def finalize_variable_values(self, var_list):
+        return None
+
+
 @keras.saving.register_keras_serializable(package="ipg_train", name="SGD")
-class SGD(GlobalGradientMixin, keras.optimizers.SGD):
+class SGD(ExplicitAverageMixin, GlobalGradientMixin, keras.optimizers.SGD):
     """SGD with momentum and coupled L2 weight decay.
 
     `weight_decay` adds `weight_decay * w` to the gradient before momentum, as
@@ -463,12 +480,12 @@ class SGD(GlobalGradientMixin, keras.optimizers.SGD):
 
 
 @keras.saving.register_keras_serializable(package="ipg_train", name="Adam")
-class Adam(GlobalGradientMixin, keras.optimizers.Adam):
+class Adam(ExplicitAverageMixin, GlobalGradientMixin, keras.optimizers.Adam):
     """keras Adam with clipping of the global-batch gradient."""
 
 
 @keras.saving.register_keras_serializable(package="ipg_train", name="AdamW")
-class AdamW(GlobalGradientMixin, keras.optimizers.AdamW):
+class AdamW(ExplicitAverageMixin, GlobalGradientMixin, keras.optimizers.AdamW):
     """keras AdamW (decoupled weight decay) with clipping of the global-batch gradient."""
 
 
@@ -484,6 +501,9 @@ def build_schedule(cfg: ExperimentConfig, steps_per_epoch: int) -> WarmupSchedul
 def build_optimizer(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     """The optimizer of `cfg.train` on a `WarmupSchedule` counted in optimizer steps.
 
+    With `train.ema` the optimizer also keeps the moving average of the trainable
+    weights (Keras' `use_ema`), which `run` evaluates, saves and returns.
+
     The learning rate is the one for the global batch (no automatic scaling by
     the number of replicas). Under `mixed_float16`, `compile()` wraps it in a
     LossScaleOptimizer (dynamic loss scaling).
@@ -495,6 +515,8 @@ def build_optimizer(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.optimi
         clip["clipnorm"] = t.clipnorm
     if t.global_clipnorm:
         clip["global_clipnorm"] = t.global_clipnorm
+    if t.ema:  # Keras' own weight average, applied by ipg-train (ExplicitAverageMixin)
+        clip.update(use_ema=True, ema_momentum=t.ema)
     if t.optimizer == "sgd":
         return SGD(schedule, momentum=t.momentum, weight_decay=t.weight_decay, **clip)
     if t.optimizer == "adam":
@@ -622,6 +644,8 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
         # First: the training state is saved before evaluation, which may take long.
         StepCheckpoint(state, steps, total_steps, cfg.train.checkpoint_every_steps, output / "progress.json"),
     ]
+    if cfg.train.ema:  # evaluations and model files of the epoch see the averaged weights; training does not
+        callbacks.append(SwapAverageWeights())
     if cfg.eval.every_n_epochs:
         evaluate_fn = None
         if cfg.data.tile_size and worker.is_chief:
@@ -633,8 +657,11 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
     if worker.is_chief:
         if cfg.eval.every_n_epochs:  # after ChiefCOCOMetrics: it reads val_AP from the logs
             callbacks.append(BestCheckpoint(output / "best.keras", monitor="val_AP", mode="max"))
+        callbacks.append(LastCheckpoint(output / "last.keras"))
+    if cfg.train.ema:
+        callbacks.append(SwapAverageWeights())  # back to the raw weights before the next step
+    if worker.is_chief:
         callbacks += [
-            LastCheckpoint(output / "last.keras"),
             HistoryLogger(output / "history.jsonl", state),
             keras.callbacks.TensorBoard(str(output / "tensorboard"), update_freq="epoch", write_graph=False,
                                         profile_batch=0),
@@ -662,6 +689,9 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
             model.fit(batch_train(cfg, train_elements, worker.multi_worker, start_step=state.steps_done),
                       epochs=epochs, initial_epoch=epoch, steps_per_epoch=steps,
                       callbacks=callbacks, verbose=verbose)
+    if cfg.train.ema:
+        apply_average_weights(model.optimizer)
+        log.info("weights set to their moving average (train.ema=%s)", cfg.train.ema)
     train_seconds = time.time() - start
 
     summary = {

@@ -47,7 +47,7 @@ KEY_USES = {
         "epochs", "learning_rate", "schedule", "warmup_steps", "warmup_factor", "decay_epochs", "decay_rate",
         "min_lr_factor")},
     **{f"train.{k}": "build_optimizer" for k in (
-        "optimizer", "momentum", "weight_decay", "clipnorm", "global_clipnorm")},
+        "optimizer", "momentum", "weight_decay", "clipnorm", "global_clipnorm", "ema")},
     **{f"train.{k}": "_run" for k in ("steps_per_epoch", "checkpoint_every_steps", "max_minutes", "verbose",
                                        "init_from")},
     **{f"train.{k}": "run" for k in ("batch_size", "seed", "strategy", "cpu_devices", "mixed_precision")},
