@@ -30,11 +30,23 @@ from common import REPO, machine_info, quiet_tf, write_json  # noqa: E402
 VAL = REPO.parent / "shared" / "data" / "trees" / "val"
 
 
-def predict_view(detector, image: np.ndarray, view: str, max_detections: int):
-    """Sliced prediction of one view (`ipg_keras.inference.tta.VIEWS`), boxes mapped back to `image`'s pixels."""
+def predict_view(detector, image: np.ndarray, view: str, max_detections: int, scale: float = 1.0):
+    """Sliced prediction of one view (`ipg_keras.inference.tta.VIEWS`), boxes mapped back to `image`'s pixels.
+
+    `scale` != 1 resizes the image by that factor first (`ipg_keras.inference.tta.scale_image`) and
+    divides the boxes by it after (what `predict_image(..., tta_scales=...)` does per scale).
+    """
     from ipg_keras.inference import predict_image
     from ipg_keras.inference.tta import unview_boxes, view_image
 
+    if scale != 1.0:
+        from ipg_keras.inference.tta import scale_image
+
+        resized = scale_image(image, scale)
+        boxes, scores = predict_view(detector, resized, view, max_detections)
+        h, w = image.shape[:2]
+        factors = np.array([resized.shape[1] / w, resized.shape[0] / h] * 2, np.float32)
+        return boxes / factors, scores
     pixels = view_image(image, view)
     pred = predict_image(detector, pixels, "slice", max_detections=max_detections)
     return unview_boxes(pred["boxes"], view, pixels.shape[:2]), pred["scores"]
@@ -47,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=384)
     parser.add_argument("--max-detections", type=int, default=1000)
     parser.add_argument("--thresholds", default="0.55,0.65,0.75", help="WBF IoU thresholds to try")
+    parser.add_argument("--scales", default="", help="extra test scales, e.g. 0.8,1.25: each scale's 4 views are "
+                        "fused with the 4 views at scale 1")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "trees_tta.json"))
     args = parser.parse_args(argv)
     quiet_tf()
@@ -75,6 +89,20 @@ def main(argv=None) -> int:
         m = coco_metrics(gts, dets, 1, max_detections=args.max_detections)
         return {k: round(float(m[k]), 4) for k in ("AP", "AP50", "AP75", "APs")}
 
+    scales = [float(x) for x in args.scales.split(",") if x]
+    scaled = {scale: {view: [predict_view(detector, read_image(f), view, args.max_detections, scale)
+                             for f in files] for view in VIEWS[:4]} for scale in scales}
+
+    def fuse(view_lists, threshold):
+        fused = []
+        for i in range(len(gts)):
+            boxes = np.concatenate([v[i][0] for v in view_lists])
+            scores = np.concatenate([v[i][1] for v in view_lists])
+            out = weighted_box_fusion(boxes, scores, np.zeros(len(boxes), np.int32), len(view_lists), threshold,
+                                      args.max_detections)
+            fused.append((out["boxes"], out["scores"]))
+        return fused
+
     rows = [{"setting": "plain (1 view)", **score(views[""])}]
     for count in (4, 8):
         for threshold in [float(t) for t in args.thresholds.split(",")]:
@@ -86,6 +114,15 @@ def main(argv=None) -> int:
                                           args.max_detections)
                 fused.append((out["boxes"], out["scores"]))
             rows.append({"setting": f"{count} views, WBF IoU {threshold}", **score(fused)})
+    for scale in scales:
+        rows.append({"setting": f"4 views at scale {scale} alone, WBF IoU 0.65",
+                     **score(fuse([scaled[scale][v] for v in VIEWS[:4]], 0.65))})
+        rows.append({"setting": f"4 views at scale 1 + 4 at scale {scale}, WBF IoU 0.65",
+                     **score(fuse([views[v] for v in VIEWS[:4]] + [scaled[scale][v] for v in VIEWS[:4]], 0.65))})
+    if len(scales) > 1:
+        rows.append({"setting": f"4 views at scales 1, {', '.join(map(str, scales))}, WBF IoU 0.65",
+                     **score(fuse([views[v] for v in VIEWS[:4]]
+                                  + [scaled[s][v] for s in scales for v in VIEWS[:4]], 0.65))})
     for row in rows:
         print(f"{row['setting']}: AP {row['AP']:.3f} AP50 {row['AP50']:.3f} AP75 {row['AP75']:.3f} "
               f"APs {row['APs']:.3f}")

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tta", type=int, choices=(1, 4, 8), default=1,
                         help="test-time augmentation: predict 4 (flips) or 8 (flips and transposes) views of each "
                              "image and fuse their boxes (weighted box fusion); n times slower")
+    parser.add_argument("--tta-scales", default="1",
+                        help="comma-separated test-time scales, e.g. 1,0.8,1.25: the views are also predicted on the "
+                             "image resized by each factor and all fused (as eval.tta_scales); n times slower")
     parser.add_argument("--overlap", type=float, default=0.25, help="tile overlap as a fraction of the tile")
     parser.add_argument("--max-detections", type=int, default=300,
                         help="detections kept per image (tiles merged by NMS) and scored with --annotations; "
@@ -78,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--max-detections must be at least 1")
     if args.tile_size is not None and args.tile_size < 1:
         parser.error("--tile-size must be a positive number of pixels")
+    try:
+        tta_scales = [float(x) for x in args.tta_scales.split(",") if x.strip()]
+    except ValueError:
+        tta_scales = []
+    if not tta_scales or min(tta_scales) <= 0:
+        parser.error(f"--tta-scales {args.tta_scales!r}: give positive resize factors separated by commas, e.g. "
+                     "1,0.8,1.25")
 
     from ipg_keras.data.image_io import read_image
     from ipg_keras.inference import ModelLoadError, load_detector, predict_image
@@ -140,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             image = read_image(f)
             pred = predict_image(detector, image, args.mode, overlap=args.overlap, tile_size=args.tile_size,
-                                 tta=args.tta, max_detections=args.max_detections)
+                                 tta=args.tta, tta_scales=tta_scales, max_detections=args.max_detections)
         except (ValueError, OSError) as error:  # unreadable image, wrong size for a TFLite model
             errors.append({"file": str(f), "error": str(error)})
             print(f"ipg-predict: {f}: {error}", file=sys.stderr)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -25,6 +25,7 @@ def evaluate_sliced(
     iou_threshold: float = 0.5,
     max_detections: int = 300,
     tta: int = 1,
+    tta_scales: Sequence[float] = (1.0,),
     verbose: bool = True,
 ) -> dict[str, float]:
     """COCO metrics over unbatched full images (element format), each predicted tile by tile.
@@ -39,7 +40,8 @@ def evaluate_sliced(
     was trained at. `max_detections` is both what
     the merge keeps per image and the scoring limit (see `coco_metrics`), printed
     when `verbose`. `tta` (1, 4 or 8) predicts that many flipped / transposed
-    views of each image and fuses them (`ipg_keras.inference.predict_views`).
+    views of each image, at each of `tta_scales` (resize factors), and fuses them
+    (`ipg_keras.inference.predict_views`).
     """
     from tqdm.auto import tqdm
 
@@ -63,7 +65,7 @@ def evaluate_sliced(
                 predict_fn, view, tile_size=tile_size, overlap=overlap, input_size=input_size, batch_size=batch_size,
                 iou_threshold=iou_threshold, score_threshold=score_threshold, max_detections=max_detections,
             ),
-            image, tta, max_detections=max_detections,
+            image, tta, scales=tta_scales, max_detections=max_detections,
         )
         detections.append({"image_id": gt["image_id"], **{k: pred[k] for k in ("boxes", "scores", "classes")}})
     metrics = coco_metrics(

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -98,6 +98,7 @@ def predict_image(
     max_detections: int = 300,
     tile_size: int | None = None,
     tta: int = 1,
+    tta_scales: Sequence[float] = (1.0,),
 ) -> dict[str, np.ndarray]:
     """Detections of one image in its own pixels.
 
@@ -117,6 +118,9 @@ def predict_image(
         tta: test-time augmentation: 1 (off), 4 (the image and its flips) or 8
             (also transposed) views, each predicted as above and fused by
             weighted box fusion (`ipg_keras.inference.tta`); n times the cost.
+        tta_scales: test-time scales: the views are also taken of the image
+            resized by each factor (e.g. `(1.0, 0.8, 1.25)`), all fused;
+            `len(tta_scales)` times the cost again.
 
     Returns:
         `{"boxes": float32 [K, 4] xyxy in the image's pixels (clipped to it),
@@ -125,7 +129,7 @@ def predict_image(
 
     Raises:
         FileNotFoundError / ImageReadError (ValueError): unreadable image file.
-        ValueError: unknown mode, bad overlap, tile_size < 1, tta not 1/4/8, an
+        ValueError: unknown mode, bad overlap, tile_size < 1, tta not 1/4/8, a scale <= 0, an
             array that is not `[H, W, 3]`, or an image whose size a TFLite model
             cannot take in mode "direct".
     """
@@ -137,13 +141,15 @@ def predict_image(
         raise ValueError(f"tile_size={tile_size} must be a positive number of pixels (or None: the model's input side)")
     if tta not in TTA_VIEW_COUNTS:
         raise ValueError(f"tta={tta}: use 1 (off), 4 (flips) or 8 (flips and transposes) views")
+    if not tta_scales or min(float(s) for s in tta_scales) <= 0:
+        raise ValueError(f"tta_scales={list(tta_scales)}: give one or more positive factors (1.0: the image as it is)")
     detector = as_detector(detector)
     pixels = _as_image(image)
-    if tta != 1:
+    if tta != 1 or [float(s) for s in tta_scales] != [1.0]:
         one_view = dict(mode=mode, overlap=overlap, batch_size=batch_size, iou_threshold=iou_threshold,
                         max_detections=max_detections, tile_size=tile_size)
         return predict_views(lambda view: predict_image(detector, view, **one_view), pixels, tta,
-                             max_detections=max_detections)
+                             scales=tta_scales, max_detections=max_detections)
     in_h, in_w = detector.input_size
     h, w = pixels.shape[:2]
     kind = getattr(detector, "format", "")

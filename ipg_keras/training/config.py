@@ -187,6 +187,9 @@ class EvalConfig:
     # Test-time augmentation of the sliced evaluation (large images, data.tile_size): 1 (off), 4 (flips) or
     # 8 (flips and transposes) views per image, fused by weighted box fusion (ipg_keras.inference.tta).
     tta: int = 1
+    # Test-time scales of the same evaluation: the views are also taken of each image resized by each factor
+    # (e.g. [1.0, 0.8, 1.25]) and all fused; [1.0] = the image as it is.
+    tta_scales: list[float] = field(default_factory=lambda: [1.0])
 
 
 @dataclass
@@ -371,6 +374,9 @@ def validate(config: ExperimentConfig) -> None:
     check(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
     check(t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0")
     check(0 <= t.ema < 1, "train.ema", t.ema, "must be in [0, 1): the moving average's momentum (0 = off)")
+    scales = config.eval.tta_scales
+    check(isinstance(scales, list) and len(scales) >= 1 and all(isinstance(x, (int, float)) and x > 0 for x in scales),
+          "eval.tta_scales", scales, "must be a non-empty list of positive resize factors, e.g. [1.0, 0.8, 1.25]")
     check(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0")
     check(0 < t.warmup_factor <= 1, "train.warmup_factor", t.warmup_factor, "must be in (0, 1]")
     check(0 < t.decay_rate <= 1, "train.decay_rate", t.decay_rate, "must be in (0, 1]")
@@ -438,6 +444,8 @@ _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
       for k in ("decay_epochs", "decay_rate")],
     ("train.min_lr_factor", lambda c: c.train.schedule == "cosine", "train.schedule=cosine", ()),
     ("eval.tta", lambda c: c.data.tile_size is not None,
+     "data.tile_size set (test-time augmentation is part of the sliced evaluation of large images)", ()),
+    ("eval.tta_scales", lambda c: c.data.tile_size is not None,
      "data.tile_size set (test-time augmentation is part of the sliced evaluation of large images)", ()),
 ]
 

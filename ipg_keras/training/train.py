@@ -275,7 +275,7 @@ def make_sliced_evaluate_fn(cfg: ExperimentConfig, val_elements, predict_fn, num
             predict_fn, cache, tile_size=cfg.data.tile_size, overlap=tile_overlap_pixels(cfg.data),
             input_size=cfg.data.image_size, batch_size=cfg.eval.batch_size, num_classes=num_classes, class_names=class_names,
             score_threshold=cfg.model.score_threshold, iou_threshold=cfg.model.nms_iou_threshold,
-            max_detections=cfg.model.max_detections, tta=cfg.eval.tta, verbose=verbose,
+            max_detections=cfg.model.max_detections, tta=cfg.eval.tta, tta_scales=cfg.eval.tta_scales, verbose=verbose,
         )
 
     return evaluate

@@ -200,6 +200,10 @@ def test_predict_bad_tile_size_or_tta_is_refused(trained_model_path, image_folde
     with pytest.raises(SystemExit) as exit_info:
         _run_predict([trained_model_path, image_folder, "--output", tmp_path / "out", "--tta", "3"])
     assert exit_info.value.code == 2 and "--tta" in capsys.readouterr().err
+    for bad in ("1,0", "big", ""):
+        with pytest.raises(SystemExit) as exit_info:
+            _run_predict([trained_model_path, image_folder, "--output", tmp_path / "out", "--tta-scales", bad])
+        assert exit_info.value.code == 2 and "--tta-scales" in capsys.readouterr().err
 
 
 def test_export_cli_int8_calibrates_on_a_folder(trained_model_path, image_folder, tmp_path, capsys, monkeypatch):

@@ -51,3 +51,30 @@ def test_weighted_box_fusion_averages_clusters_per_class_and_scores_over_the_vie
 def test_predict_views_rejects_other_view_counts():
     with pytest.raises(ValueError, match="1, 4"):
         predict_views(lambda x: {}, np.zeros((8, 8, 3)), views=2)
+
+
+@pytest.mark.parametrize("scales", [(1.0, 0.5), (1.0, 0.8, 1.25), (2.0,)])
+def test_views_at_other_scales_come_back_in_image_pixels(scales):
+    image = np.zeros((80, 160, 3), "uint8")
+    image[20:36, 90:110] = 255  # a box whose corners land on whole pixels at every scale tried
+    out = predict_image(BrightBoxDetector(label=1), image, "direct", tta=4, tta_scales=scales)
+    # Resizing blurs the edges by up to a pixel of the resized image; the fused box stays within that.
+    np.testing.assert_allclose(out["boxes"], [[90, 20, 110, 36]], atol=1.0 / min(scales))
+    np.testing.assert_allclose(out["scores"], [0.9], rtol=1e-6)  # every view at every scale found it
+    assert len(out["boxes"]) == 1
+
+
+def test_predict_views_fuses_every_view_at_every_scale():
+    seen = []
+
+    def predict(pixels):
+        seen.append(pixels.shape[:2])
+        return {"boxes": np.zeros((0, 4)), "scores": np.zeros(0), "classes": np.zeros(0, int)}
+
+    predict_views(predict, np.zeros((40, 60, 3), "uint8"), views=4, scales=(1.0, 0.5))
+    assert sorted(seen) == sorted([(40, 60)] * 4 + [(20, 30)] * 4)
+    for bad in ((), (1.0, 0.0), (-1.0,)):
+        with pytest.raises(ValueError, match="scales"):
+            predict_views(predict, np.zeros((8, 8, 3)), views=4, scales=bad)
+    with pytest.raises(ValueError, match="tta_scales"):
+        predict_image(BrightBoxDetector(), np.zeros((8, 8, 3), "uint8"), tta_scales=(0.0,))

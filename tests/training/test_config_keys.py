@@ -55,6 +55,7 @@ KEY_USES = {
     **{f"eval.{k}": "_run" for k in ("every_n_epochs", "at_end", "num_visualized")},
     **{f"eval.{k}": "batch_eval" for k in ("max_images", "batch_size")},
     "eval.tta": "make_sliced_evaluate_fn",
+    "eval.tta_scales": "make_sliced_evaluate_fn",
     "export.saved_model": "_run",
     "export.directory": "export_tflite_files",
     "export.tflite": "export_tflite_files",
