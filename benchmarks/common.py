@@ -41,6 +41,13 @@ def ipg_train(config: str, output: str | os.PathLike, overrides: Sequence[str] =
     command = [sys.executable, "-m", "ipg_keras.cli.train", config, "--output", str(output)]
     for key in overrides:
         command += ["--set", key]
+    return run_logged(command, log)
+
+
+def run_logged(command: Sequence[str], log: str | os.PathLike | None = None) -> int:
+    """Runs `command` from the repository root in a subprocess that sees this repo's code (as it is on disk
+    now) and the machine's GPUs; its output goes to `log` (appended, after the command line) or to stdout."""
+    command = [str(c) for c in command]
     env = dict(os.environ)
     if _HID_GPU:
         env.pop("CUDA_VISIBLE_DEVICES", None)

@@ -53,7 +53,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_report as report  # noqa: E402
-from common import ipg_train, machine_info, quiet_tf, write_json  # noqa: E402
+from common import ipg_train, machine_info, quiet_tf, run_logged, write_json  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_CONFIGS = {"synthetic": "synthetic_retinanet_cpu", "trees": "trees_retinanet"}
@@ -173,6 +173,17 @@ def _collect_sliced(model, cfg):
                               "height": image.shape[0], "width": image.shape[1]})
         detections.append({"image_id": image_id, **{k: np.asarray(det[k]) for k in ("boxes", "scores", "classes")}})
     return ground_truths, detections
+
+
+def analyze_unit_subprocess(folder: Path, dataset: str) -> dict[str, Any]:
+    """`analyze_unit` in a fresh process (this script with `--analyze`), which reads the unit's config.yaml with
+    the code on disk now: a study process running for hours must not parse a config written by a newer
+    `ipg-train` with its older code (a new config key stopped the queue twice). Raises if it fails."""
+    rc = run_logged([sys.executable, Path(__file__).resolve(), "--analyze", folder, "--dataset", dataset],
+                    log=folder / "train.log")
+    if rc != 0:
+        raise RuntimeError(f"analysis of {folder} failed (exit {rc}); see {folder / 'train.log'}")
+    return read_json(folder / "analysis.json")
 
 
 def analyze_unit(folder: Path, dataset: str) -> dict[str, Any]:
@@ -303,6 +314,8 @@ def parse_args(argv=None):
     parser.add_argument("--report", action="store_true", help="only write the report from the finished runs")
     parser.add_argument("--tag", default=None, help="results subfolder (default: study, or quick with --quick)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ipg_study"))
+    parser.add_argument("--analyze", default=None, help=argparse.SUPPRESS)  # one unit folder (the queue's subprocess)
+    parser.add_argument("--dataset", default=None, choices=sorted(BASE_CONFIGS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     for phase in args.phases:
@@ -320,6 +333,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet_tf()
+    if args.analyze:
+        analysis = analyze_unit(Path(args.analyze), args.dataset)
+        print(f"analysed {args.analyze}: {len(analysis['size_buckets'])} size buckets", flush=True)
+        return 0
     root = Path(args.out) / args.tag
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "machine.json", machine_info())
@@ -364,7 +381,7 @@ def main(argv=None) -> int:
                           flush=True)
                     stop = True
                     break
-            analysis = analyze_unit(folder, dataset)
+            analysis = analyze_unit_subprocess(folder, dataset)
             metrics = read_json(folder / "metrics.json")
             print(f"    AP {metrics['AP']:.3f} AP50 {metrics['AP50']:.3f} APs {metrics['APs']:.3f} "
                   f"ARs {metrics['ARs']:.3f} ({time.time() - t0:.0f} s; "
