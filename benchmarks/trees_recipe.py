@@ -53,6 +53,8 @@ VARIANTS: dict[str, list[str]] = {
     "ema998": ["train.ema=0.998"],
     # AP75 (0.06) is what holds AP down: weigh the GIoU box loss twice (as ATSS / GFL configs do).
     "giou2": ["model.box_loss_weight=2.0"],
+    # The config itself with another seed: how far apart two runs of the same recipe land.
+    "seed1": ["train.seed=1"],
     "init_synth": ["train.init_from=benchmarks/results/ipg_study/study/runs/synthetic/ipg/seed0/model.keras"],
 }
 KEEP = ("config.yaml", "history.csv", "metrics.json", "training_curves.png")
