@@ -510,18 +510,18 @@ def build_optimizer(cfg: ExperimentConfig, steps_per_epoch: int) -> keras.optimi
     """
     t = cfg.train
     schedule = build_schedule(cfg, steps_per_epoch)
-    clip = {}
+    options = {}
     if t.clipnorm:
-        clip["clipnorm"] = t.clipnorm
+        options["clipnorm"] = t.clipnorm
     if t.global_clipnorm:
-        clip["global_clipnorm"] = t.global_clipnorm
+        options["global_clipnorm"] = t.global_clipnorm
     if t.ema:  # Keras' own weight average, applied by ipg-train (ExplicitAverageMixin)
-        clip.update(use_ema=True, ema_momentum=t.ema)
+        options.update(use_ema=True, ema_momentum=t.ema)
     if t.optimizer == "sgd":
-        return SGD(schedule, momentum=t.momentum, weight_decay=t.weight_decay, **clip)
+        return SGD(schedule, momentum=t.momentum, weight_decay=t.weight_decay, **options)
     if t.optimizer == "adam":
-        return Adam(schedule, **clip)
-    return AdamW(schedule, weight_decay=t.weight_decay, **clip)
+        return Adam(schedule, **options)
+    return AdamW(schedule, weight_decay=t.weight_decay, **options)
 
 
 def weights_digest(model: keras.Model, trainable_only: bool = False) -> str:
@@ -657,15 +657,14 @@ def _run(cfg: ExperimentConfig, output: Path, strategy, worker: WorkerContext, p
     if worker.is_chief:
         if cfg.eval.every_n_epochs:  # after ChiefCOCOMetrics: it reads val_AP from the logs
             callbacks.append(BestCheckpoint(output / "best.keras", monitor="val_AP", mode="max"))
-        callbacks.append(LastCheckpoint(output / "last.keras"))
-    if cfg.train.ema:
-        callbacks.append(SwapAverageWeights())  # back to the raw weights before the next step
-    if worker.is_chief:
         callbacks += [
+            LastCheckpoint(output / "last.keras"),
             HistoryLogger(output / "history.jsonl", state),
             keras.callbacks.TensorBoard(str(output / "tensorboard"), update_freq="epoch", write_graph=False,
                                         profile_batch=0),
         ]
+    if cfg.train.ema:
+        callbacks.append(SwapAverageWeights())  # back to the raw weights before the next step
     if cfg.train.max_minutes:
         callbacks.append(TimeLimit(cfg.train.max_minutes, strategy, worker))
 
