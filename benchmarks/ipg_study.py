@@ -35,7 +35,8 @@ made with other settings stops the study with its name instead of mixing runs.
   paired Δ vs baseline with 95 % t intervals for AP, AP50, APs, ARs, the
   ablation table with FLOPs and params, per-seed paired differences
   (`paired.png`), validation curves (`curves_<dataset>.png`), recall per object
-  size and true positives per FPN level (`breakdown.png`), and the selection /
+  size and true positives per FPN level (`breakdown.png`; `breakdown_trees.png`
+  by size only), and the selection /
   confirmation decision.
 
 On a GPU machine the same command runs unchanged (`--max-minutes` keeps a
@@ -298,6 +299,8 @@ def write_report(root: Path, tag: str, quick: bool) -> dict[str, Any]:
         for dataset in sorted({r["dataset"] for r in runs}):
             report.plot_curves(runs, root / f"curves_{dataset}.png", dataset)
         report.plot_breakdown(runs, root / "breakdown.png")
+        if any(r["dataset"] == "trees" for r in runs):
+            report.plot_breakdown(runs, root / "breakdown_trees.png", dataset="trees")
     print("\n".join(text), flush=True)
     return summary
 

@@ -240,7 +240,11 @@ def plot_curves(runs: Iterable[dict], path: Path, dataset: str, variants: Sequen
 
 def plot_breakdown(runs: Iterable[dict], path: Path, dataset: str = "synthetic",
                    variants: Sequence[str] = (BASELINE, DEFAULT_IPG)) -> None:
-    """Left: AP and recall at IoU 0.5 per object-size bucket; right: true positives per FPN level (seed means)."""
+    """Left: AP and recall at IoU 0.5 per object-size bucket; right: true positives per FPN level (seed means).
+
+    Runs without `tp_levels` in their analysis (trees: sliced inference merges the tiles' levels) leave the
+    right panel empty, with a note.
+    """
     plt = _plt()
     runs = [r for r in runs if r["dataset"] == dataset and r.get("analysis")]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -259,9 +263,12 @@ def plot_breakdown(runs: Iterable[dict], path: Path, dataset: str = "synthetic",
                  label=f"{variant} recall at IoU 0.5")
         ax1.set_xticks([i + width * (len(variants) - 1) / 2 for i in range(len(buckets))])
         ax1.set_xticklabels(buckets, rotation=30)
-        levels = sorted({k for a in mine for k in a["tp_levels"]["all"]})
-        counts = [statistics.fmean(a["tp_levels"]["all"].get(k, 0) for a in mine) for k in levels]
-        ax2.bar([int(k[1:]) + j * width for k in levels], counts, width, label=variant)
+        if all("tp_levels" in a for a in mine):
+            levels = sorted({k for a in mine for k in a["tp_levels"]["all"]})
+            counts = [statistics.fmean(a["tp_levels"]["all"].get(k, 0) for a in mine) for k in levels]
+            ax2.bar([int(k[1:]) + j * width for k in levels], counts, width, label=variant)
+        else:
+            ax2.text(0.5, 0.5, "no per-level record\n(sliced inference)", ha="center", transform=ax2.transAxes)
     ax1.set_xlabel("object size sqrt(area), px")
     ax1.set_ylabel("AP (IoU .5:.95), bars; recall at IoU 0.5, dots")
     ax1.legend(fontsize=7)
@@ -269,7 +276,8 @@ def plot_breakdown(runs: Iterable[dict], path: Path, dataset: str = "synthetic",
     ax2.set_xticklabels([f"P{l}" for l in range(3, 8)])
     ax2.set_xlabel("FPN level of the anchor (P3 = stride 8)")
     ax2.set_ylabel("true positives at IoU 0.5 (val set)")
-    ax2.legend()
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend()
     fig.suptitle(f"{dataset}: where IPG helps or hurts (means over seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -83,6 +83,13 @@ def test_study_statistics_paired_intervals_selection_and_plots(tmp_path):
     report.plot_paired(summary, tmp_path / "p.png", variants=["ipg"])
     report.plot_ablation(summary, tmp_path / "a.png")
     assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "a.png").stat().st_size > 1000
+    # The size breakdown also draws trees runs, whose sliced analysis has no true positives per FPN level.
+    buckets = [{"bucket": "0-12", "num_gt": 0, "AP": -1.0, "recall50": 0.0},
+               {"bucket": "12-16", "num_gt": 5, "AP": 0.1, "recall50": 0.4}]
+    for run in trees:
+        run["analysis"] = {"size_buckets": buckets}
+    report.plot_breakdown(trees, tmp_path / "b.png", dataset="trees")
+    assert (tmp_path / "b.png").stat().st_size > 1000
 
 
 @pytest.mark.slow  # trains two tiny units through ipg-train subprocesses: minutes on a busy 2-core CPU
