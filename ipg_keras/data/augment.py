@@ -21,6 +21,9 @@ Which implementation and why:
   visible fraction. keras-cv's `JitteredResize` does the right thing but is
   unmaintained (keras-cv is superseded by keras-hub) and has the same stateful
   seed problem.
+- Blur: keras core `keras.ops.image.gaussian_blur` with a sigma drawn from our
+  stateless seed (keras' `RandomGaussianBlur` layer has the stateful-seed
+  problem), on a reflect-padded image so that the border does not darken.
 - Colour jitter: a tf-only colour matrix with stateless seeds (keras'
   `RandomColorJitter` has the stateful-seed problem, and both it and
   `tf.image.random_hue/saturation` go through HSV, ~10x slower on CPU).
@@ -58,6 +61,11 @@ class AugmentConfig:
         [1 - v, 1 + v]), hue (max delta, fraction of the hue circle),
         channel_gain (per-channel factor in [1 - v, 1 + v], white balance):
         colour jitter; 0 disables each.
+    blur / blur_sigma: probability of a Gaussian blur, with sigma (pixels of the
+        augmented image) ~ U(blur_sigma). Imagery from another flight, sensor or
+        orthorectification is often softer than the training image (the trees
+        val plot's crowns carry a third of the train plot's high-frequency
+        energy, as after a blur of sigma ~0.7 px); 0 disables it.
     min_visible: a box cut by a crop is kept when at least this fraction of its
         area stays in view.
     """
@@ -74,10 +82,12 @@ class AugmentConfig:
     saturation: float = 0.1
     hue: float = 0.02
     channel_gain: float = 0.0
+    blur: float = 0.0
+    blur_sigma: tuple[float, float] = (0.5, 1.5)
     min_visible: float = 0.3
 
     def __post_init__(self):
-        for name in ("horizontal_flip", "vertical_flip", "rotate90", "crop_probability", "min_visible"):
+        for name in ("horizontal_flip", "vertical_flip", "rotate90", "crop_probability", "blur", "min_visible"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {v}")
@@ -89,6 +99,9 @@ class AugmentConfig:
             raise ValueError(f"AugmentConfig.crop_area_range must be 0 < low <= high <= 1, got {self.crop_area_range}")
         if not 0 <= self.hue <= 0.5:
             raise ValueError(f"AugmentConfig.hue must be in [0, 0.5], got {self.hue}")
+        lo, hi = self.blur_sigma
+        if not 0 < lo <= hi <= 5:
+            raise ValueError(f"AugmentConfig.blur_sigma must be 0 < low <= high <= 5 (pixels), got {self.blur_sigma}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -302,8 +315,30 @@ def color_jitter(image: tf.Tensor, seed, brightness: float = 0.1, contrast: floa
     return tf.clip_by_value(x, 0.0, 255.0)
 
 
+def random_blur(image: tf.Tensor, seed, probability: float = 0.5, sigma_range=(0.5, 1.5)) -> tf.Tensor:
+    """Gaussian blur of a float32 [H, W, 3] image with probability `probability`; boxes are unaffected.
+
+    sigma ~ U(sigma_range) pixels, the same along both axes; kernel 2 * ceil(3 * max sigma) + 1
+    pixels wide, the image reflect-padded by its radius (no dark rim). Uses
+    `keras.ops.image.gaussian_blur`.
+    """
+    lo, hi = float(sigma_range[0]), float(sigma_range[1])
+    radius = int(np.ceil(3.0 * hi))
+    seeds = tf.unstack(tf.random.experimental.stateless_split(_seed(seed), 2))
+    x = tf.cast(image, tf.float32)
+
+    def blur():
+        sigma = tf.random.stateless_uniform([], seeds[1], lo, hi)
+        padded = tf.pad(x[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+        out = keras.ops.image.gaussian_blur(padded, kernel_size=(2 * radius + 1,) * 2, sigma=(sigma, sigma))
+        return tf.reshape(out[0, radius:-radius, radius:-radius, :], tf.shape(x))
+
+    return tf.cond(tf.random.stateless_uniform([], seeds[0]) < probability, blur, lambda: x)
+
+
 def augment_element(element: dict, seed, image_size: int, config: AugmentConfig = AugmentConfig()) -> dict:
-    """Full training augmentation: [random crop] -> scale jitter to image_size -> flips -> 90° turns -> colour.
+    """Full training augmentation: [random crop] -> scale jitter to image_size -> flips -> 90° turns -> [blur]
+    -> colour.
 
     Output image is [image_size, image_size, 3]; boxes follow every step.
     With `scale_range` (1, 1) the image is only resized to fit and padded
@@ -326,6 +361,10 @@ def augment_element(element: dict, seed, image_size: int, config: AugmentConfig 
     if config.rotate90 > 0:
         el = random_rotate90(el, seeds[6], config.rotate90)
         el["images"] = tf.ensure_shape(el["images"], [image_size, image_size, 3])
+    if config.blur > 0:  # its own seed, so that the other draws stay as without it
+        el = dict(el)
+        el["images"] = random_blur(el["images"], tf.random.experimental.stateless_fold_in(_seed(seed), 7),
+                                   config.blur, config.blur_sigma)
     if max(config.brightness, config.contrast, config.saturation, config.hue, config.channel_gain) > 0:
         el = dict(el)
         el["images"] = color_jitter(el["images"], seeds[5], config.brightness, config.contrast,

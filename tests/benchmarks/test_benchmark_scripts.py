@@ -263,3 +263,29 @@ def test_bias_deferral_script_tiny(tmp_path, capsys):
     assert [r["ipg"] for r in rows] == [True, False]
     for row in rows:
         assert row["speed_up"] > 0 and 0 < row["max_abs_output_diff"] < 1e-4  # non-zero biases: a real comparison
+
+
+def test_trees_sharpness_script_measures_crowns_and_the_blur_that_matches(tmp_path, capsys):
+    """A sharp (noise) plot and a flat one: energy inside the boxes only, and blurring lowers it."""
+    import numpy as np
+    from PIL import Image
+
+    bench = _load("trees_sharpness")
+    rng = np.random.default_rng(0)
+    for name, image in (("train", rng.integers(0, 256, (40, 50, 3))), ("val", np.full((40, 50, 3), 90))):
+        folder = tmp_path / name
+        folder.mkdir()
+        Image.fromarray(image.astype("uint8")).save(folder / "plot.png")
+        (folder / "plot.xml").write_text(
+            "<annotation><filename>plot.png</filename><size><width>50</width><height>40</height><depth>3</depth>"
+            "</size><object><name>Tree</name><bndbox><xmin>5</xmin><ymin>5</ymin><xmax>25</xmax><ymax>30</ymax>"
+            "</bndbox></object></annotation>")
+    flat = np.full((20, 20, 3), 50.0)
+    assert bench.box_sharpness(flat, np.array([[2, 2, 18, 18]])) == 0.0
+    out = tmp_path / "s.json"
+    assert bench.main(["--train", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--sigmas", "0.7,1.5",
+                       "--output", str(out)]) == 0
+    rows = {(r["image"], r["sigma"]): r["sharpness"] for r in json.loads(out.read_text())["rows"]}
+    assert rows[("val", 0.0)] == 0.0 and rows[("train", 0.0)] > 100  # uniform noise: |Laplacian| ~ 4 * 74
+    assert rows[("train", 0.0)] > rows[("train blurred", 0.7)] > rows[("train blurred", 1.5)] > 0
+    assert "Laplacian energy in the crowns" in capsys.readouterr().out

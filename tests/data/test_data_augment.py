@@ -13,6 +13,7 @@ from ipg_keras.data import (
     AugmentConfig,
     augment_element,
     color_jitter,
+    random_blur,
     random_crop,
     random_flip,
     random_rotate90,
@@ -156,6 +157,41 @@ def test_channel_gain_scales_each_channel_by_its_own_factor():
     base = color_jitter(grey, _seed(3), saturation=0, hue=0).numpy()
     with_gain = color_jitter(grey, _seed(3), saturation=0, hue=0, channel_gain=1e-6).numpy()
     np.testing.assert_allclose(with_gain, base, atol=1e-2)
+
+
+def _laplacian_energy(image: np.ndarray) -> float:
+    g = image.mean(-1)
+    return float(np.abs(4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]).mean())
+
+
+def test_random_blur_softens_the_image_only_and_is_seeded():
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.uniform(0, 255, (40, 48, 3)).astype(np.float32))
+    out = random_blur(image, _seed(1), probability=1.0, sigma_range=(1.0, 1.0)).numpy()
+    assert out.shape == (40, 48, 3)
+    # A Gaussian of sigma 1 keeps the mean (reflect padding: no dark rim at the border) and removes most of
+    # the high-frequency energy of noise; the same seed gives the same image.
+    assert abs(out.mean() - image.numpy().mean()) < 1.0 and abs(out[0].mean() - image.numpy()[0].mean()) < 8.0
+    assert _laplacian_energy(out) < 0.3 * _laplacian_energy(image.numpy())
+    np.testing.assert_array_equal(out, random_blur(image, _seed(1), 1.0, (1.0, 1.0)).numpy())
+    # A flat image stays flat, to the border.
+    flat = random_blur(tf.fill([20, 20, 3], 77.0), _seed(2), 1.0, (0.5, 1.5)).numpy()
+    np.testing.assert_allclose(flat, 77.0, atol=1e-3)
+    # Probability 0 is the identity; with 0.5 both outcomes occur over seeds.
+    np.testing.assert_array_equal(random_blur(image, _seed(3), 0.0).numpy(), image.numpy())
+    blurred = [not np.array_equal(random_blur(image, _seed(s), 0.5).numpy(), image.numpy()) for s in range(16)]
+    assert 0 < sum(blurred) < 16
+    # In the full augmentation boxes do not move, and the other draws stay as without blur (own seed).
+    el = _element()
+    plain = augment_element(el, _seed(4), 64, AugmentConfig(rotate90=0.75, vertical_flip=0.5))
+    soft = augment_element(el, _seed(4), 64, AugmentConfig(rotate90=0.75, vertical_flip=0.5, blur=1.0,
+                                                            blur_sigma=(1.0, 1.5)))
+    np.testing.assert_array_equal(soft["bounding_boxes"]["boxes"].numpy(), plain["bounding_boxes"]["boxes"].numpy())
+    assert _laplacian_energy(soft["images"].numpy()) < _laplacian_energy(plain["images"].numpy())
+    with pytest.raises(ValueError, match="blur_sigma"):
+        AugmentConfig(blur=0.5, blur_sigma=(2.0, 1.0))
+    with pytest.raises(ValueError, match="blur"):
+        AugmentConfig(blur=1.5)
 
 
 def test_resize_and_pad_scales_boxes_and_pads_bottom_right():
