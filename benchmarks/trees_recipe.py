@@ -54,7 +54,7 @@ VARIANTS: dict[str, list[str]] = {
     # AP75 (0.06) is what holds AP down: weigh the GIoU box loss twice (as ATSS / GFL configs do).
     "giou2": ["model.box_loss_weight=2.0"],
     # The val plot is softer than the train plot (its crowns carry a third of the high-frequency energy, as the
-    # train image blurred by sigma ~0.7 px: benchmarks/trees_sharpness.py): blur half of the training windows.
+    # train image blurred by sigma ~0.6 px: benchmarks/trees_sharpness.py): blur half of the training windows.
     "blur": ["data.blur=0.5", "data.blur_sigma=[0.3,1.5]"],
     # Learning rate and warm-up of Adam (1e-3, 50 steps, cosine to 0 since recipe A), measured on the config.
     "lr2e3": ["train.learning_rate=0.002"],

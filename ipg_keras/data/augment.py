@@ -65,7 +65,7 @@ class AugmentConfig:
         augmented image) ~ U(blur_sigma). Imagery from another flight, sensor or
         orthorectification is often softer than the training image (the trees
         val plot's crowns carry a third of the train plot's high-frequency
-        energy, as after a blur of sigma ~0.7 px); 0 disables it.
+        energy, as after a blur of sigma ~0.6 px); 0 disables it.
     min_visible: a box cut by a crop is kept when at least this fraction of its
         area stays in view.
     """
