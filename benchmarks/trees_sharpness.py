@@ -60,11 +60,12 @@ def main(argv=None) -> int:
         truth = load_ground_truth(folder, files, None)
         return [(read_image(f), truth.records[f].boxes) for f in files]
 
+    plots = {"train": plot(args.train), "val": plot(args.val)}
     rows = []
-    for name, folder in (("train", args.train), ("val", args.val)):
-        value = float(np.median([box_sharpness(image, boxes) for image, boxes in plot(folder)]))
+    for name, images in plots.items():
+        value = float(np.median([box_sharpness(image, boxes) for image, boxes in images]))
         rows.append({"image": name, "sigma": 0.0, "sharpness": round(value, 2)})
-    train = plot(args.train)
+    train = plots["train"]
     for sigma in [float(s) for s in args.sigmas.split(",") if s]:
         value = float(np.median([box_sharpness(random_blur(tf.constant(image, tf.float32), [0, 0], 1.0,
                                                            (sigma, sigma)).numpy(), boxes)
