@@ -12,13 +12,14 @@ from ipg_keras.backbones import IPGResNet
 from ipg_keras.layers import FeaturePyramid, PredictionHead
 from ipg_keras.models.anchors import AnchorGenerator
 from ipg_keras.models.detector import Detector, check_images
-from ipg_keras.models.losses import giou_loss, sigmoid_focal_loss, smooth_l1_loss
+from ipg_keras.models.losses import giou_loss, quality_focal_loss, sigmoid_focal_loss, smooth_l1_loss
 from ipg_keras.models.matching import match_anchors
 from ipg_keras.models.targets import global_positive_count
-from ipg_keras.ops.boxes import BoxCoder, clip_boxes
+from ipg_keras.ops.boxes import BoxCoder, clip_boxes, elementwise_iou
 from ipg_keras.ops.nms import batched_class_aware_nms
 
 BOX_LOSSES = ("smooth_l1", "giou")
+CLS_LOSSES = ("focal", "quality_focal")
 
 
 @keras.saving.register_keras_serializable(package="ipg_keras")
@@ -51,6 +52,11 @@ class IPGRetinaNet(Detector):
         fpn_channels, head_width, head_depth, head_norm: FPN and head sizes.
         anchor_size, anchor_scales, aspect_ratios: anchors (4 x stride, 3 scales, 3 ratios).
         positive_iou, negative_iou: matching thresholds (0.5 / 0.4).
+        cls_loss: `"focal"` (Lin et al. 2017: targets 1 for the matched class at
+            positive anchors, `focal_alpha` / `focal_gamma`) or `"quality_focal"`
+            (Li et al. 2020, GFL: the target is the IoU of the anchor's decoded
+            box with its ground truth, so scores rank boxes by localisation;
+            `focal_gamma` is its beta, `focal_alpha` does not apply).
         focal_alpha, focal_gamma: focal loss (0.25 / 2).
         box_loss: `"smooth_l1"` (beta `smooth_l1_beta`) or `"giou"`.
         box_loss_weight: weight of the box loss.
@@ -85,6 +91,7 @@ class IPGRetinaNet(Detector):
         negative_iou: float = 0.4,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        cls_loss: str = "focal",
         box_loss: str = "smooth_l1",
         smooth_l1_beta: float = 0.11,
         box_loss_weight: float = 1.0,
@@ -99,6 +106,8 @@ class IPGRetinaNet(Detector):
         super().__init__(**kwargs)
         if box_loss not in BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}.")
+        if cls_loss not in CLS_LOSSES:
+            raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}.")
         self._init_box_format(bounding_box_format)
         self._init_backbone(num_classes, backbone, ipg, backbone_weights, backbone_kwargs)
         self.min_level, self.max_level = int(min_level), int(max_level)
@@ -129,6 +138,7 @@ class IPGRetinaNet(Detector):
             negative_iou=float(negative_iou),
             focal_alpha=float(focal_alpha),
             focal_gamma=float(focal_gamma),
+            cls_loss=cls_loss,
             box_loss=box_loss,
             smooth_l1_beta=float(smooth_l1_beta),
             box_loss_weight=float(box_loss_weight),
@@ -169,12 +179,19 @@ class IPGRetinaNet(Detector):
         num_positive = global_positive_count(ops.sum(ops.cast(positive, "float32")))
 
         labels = ops.one_hot(target_classes, self.num_classes) * ops.expand_dims(ops.cast(positive, "float32"), -1)
-        cls = sigmoid_focal_loss(labels, y_pred["cls"], cfg["focal_alpha"], cfg["focal_gamma"])
+        predicted = None
+        if cfg["box_loss"] == "giou" or cfg["cls_loss"] == "quality_focal":
+            predicted = self.box_coder.decode(y_pred["box"], anchors)
+        if cfg["cls_loss"] == "quality_focal":
+            # GFL: the positive target is the IoU of the predicted box, not trained through the score.
+            quality = ops.stop_gradient(elementwise_iou(target_boxes, predicted))
+            cls = quality_focal_loss(labels * ops.expand_dims(quality, -1), y_pred["cls"], cfg["focal_gamma"])
+        else:
+            cls = sigmoid_focal_loss(labels, y_pred["cls"], cfg["focal_alpha"], cfg["focal_gamma"])
         cls_loss = ops.sum(cls * ops.expand_dims(ops.cast(trained, "float32"), -1)) / num_positive
 
         pos_weight = ops.cast(positive, "float32")
         if cfg["box_loss"] == "giou":
-            predicted = self.box_coder.decode(y_pred["box"], anchors)
             per_anchor = giou_loss(target_boxes, predicted)
         else:
             encoded = self.box_coder.encode(target_boxes, anchors)

@@ -67,13 +67,23 @@ def pairwise_giou(boxes1, boxes2):
     return iou - (hull - union) / ops.maximum(hull, 1e-9)
 
 
-def elementwise_giou(boxes1, boxes2):
-    """GIoU of matched pairs `[..., 4]` x `[..., 4]` -> `[...]` (for the GIoU loss)."""
+def _elementwise_intersection_and_union(boxes1, boxes2):
     lt = ops.maximum(boxes1[..., :2], boxes2[..., :2])
     rb = ops.minimum(boxes1[..., 2:], boxes2[..., 2:])
     wh = ops.maximum(rb - lt, 0.0)
     inter = wh[..., 0] * wh[..., 1]
-    union = box_area(boxes1) + box_area(boxes2) - inter
+    return inter, box_area(boxes1) + box_area(boxes2) - inter
+
+
+def elementwise_iou(boxes1, boxes2):
+    """IoU of matched xyxy pairs `[..., 4]` x `[..., 4]` -> `[...]`, in [0, 1] (quality focal loss targets)."""
+    inter, union = _elementwise_intersection_and_union(boxes1, boxes2)
+    return inter / ops.maximum(union, 1e-9)
+
+
+def elementwise_giou(boxes1, boxes2):
+    """GIoU of matched pairs `[..., 4]` x `[..., 4]` -> `[...]` (for the GIoU loss)."""
+    inter, union = _elementwise_intersection_and_union(boxes1, boxes2)
     iou = inter / ops.maximum(union, 1e-9)
     hull_wh = ops.maximum(
         ops.maximum(boxes1[..., 2:], boxes2[..., 2:]) - ops.minimum(boxes1[..., :2], boxes2[..., :2]), 0.0

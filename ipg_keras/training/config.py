@@ -71,6 +71,8 @@ class ModelConfig:
     negative_iou: float = 0.4
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    # focal | quality_focal (GFL: the class score is trained toward the predicted box's IoU)
+    cls_loss: str = "focal"
     box_loss: str = "smooth_l1"
     box_loss_weight: float = 1.0
     score_threshold: float = 0.05
@@ -334,6 +336,7 @@ def validate(config: ExperimentConfig) -> None:
         "model.batchnorm": (m.batchnorm, ("train", "sync", "frozen")),
         "model.head_norm": (m.head_norm, (None, "group")),
         "model.box_loss": (m.box_loss, ("smooth_l1", "giou")),
+        "model.cls_loss": (m.cls_loss, ("focal", "quality_focal")),
         "data.source": (config.data.source, ("synthetic", "tfds", "coco_json", "pascal_voc")),
         "data.sampling": (config.data.sampling, ("grid", "random")),
         "train.optimizer": (t.optimizer, ("sgd", "adam", "adamw")),
@@ -421,7 +424,7 @@ def validate(config: ExperimentConfig) -> None:
 FASTER_RCNN_ONLY = ("rpn_head_width", "roi_head_width", "num_rois", "pre_nms_topk_train", "post_nms_topk_train",
                     "pre_nms_topk_test", "post_nms_topk_test")
 RETINANET_ONLY = ("head_width", "head_depth", "head_norm", "box_loss", "box_loss_weight", "anchor_scales",
-                  "aspect_ratios", "positive_iou", "negative_iou", "focal_alpha", "focal_gamma")
+                  "aspect_ratios", "positive_iou", "negative_iou", "focal_alpha", "focal_gamma", "cls_loss")
 AUGMENT_KEYS = ("horizontal_flip", "vertical_flip", "rotate90", "scale_range", "brightness", "contrast",
                 "saturation", "hue", "channel_gain", "blur", "blur_sigma")
 SYNTHETIC_ONLY = ("num_train_images", "num_val_images", "min_object_size", "max_object_size", "max_objects")
@@ -442,6 +445,8 @@ _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
      "data.tile_size set and data.sampling=random", ()),
     *[(f"data.{k}", lambda c: bool(c.data.augment), "data.augment=true", ()) for k in AUGMENT_KEYS],
     ("data.blur_sigma", lambda c: c.data.blur > 0, "data.blur > 0", ()),
+    ("model.focal_alpha", lambda c: c.model.cls_loss == "focal",
+     "model.cls_loss=focal (the quality focal loss has no alpha)", ()),
     ("model.fusion_init", lambda c: c.model.ipg and c.model.fusion != "gated",
      "model.ipg=true and model.fusion=concat|sum (the gated fusion has no BN gamma)", ()),
     ("train.momentum", lambda c: c.train.optimizer == "sgd", "train.optimizer=sgd", ()),

@@ -310,7 +310,7 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> keras.Model:
             head_width=m.head_width, head_depth=m.head_depth, head_norm=m.head_norm,
             anchor_scales=m.anchor_scales, aspect_ratios=m.aspect_ratios, positive_iou=m.positive_iou,
             negative_iou=m.negative_iou, focal_alpha=m.focal_alpha, focal_gamma=m.focal_gamma,
-            box_loss=m.box_loss, box_loss_weight=m.box_loss_weight,
+            cls_loss=m.cls_loss, box_loss=m.box_loss, box_loss_weight=m.box_loss_weight,
         )
     elif m.type == "faster_rcnn":
         from ipg_keras.models import IPGFasterRCNN  # noqa: WPS433 - optional detector

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ipg_keras.models.anchors import AnchorGenerator
-from ipg_keras.models.losses import giou_loss, sigmoid_focal_loss, smooth_l1_loss
+from ipg_keras.models.losses import giou_loss, quality_focal_loss, sigmoid_focal_loss, smooth_l1_loss
 from ipg_keras.models.matching import IGNORE, NEGATIVE, match_anchors
 
 
@@ -73,6 +73,24 @@ def test_focal_loss_known_values():
     # gamma = 0, alpha = 0.5 is half the binary cross-entropy
     bce = -np.log(p_t)
     np.testing.assert_allclose(np.asarray(sigmoid_focal_loss(labels, logits, 0.5, 0.0)), 0.5 * bce, rtol=1e-5)
+
+
+def test_quality_focal_loss_known_values():
+    """GFL eq. 5: -|y - p|**beta * BCE(y, p), zero where the score equals the target quality."""
+    logits = np.array([0.0, 2.0, -2.0, 0.5], "float32")
+    quality = np.array([0.7, 0.3, 0.0, 1.0], "float32")
+    p = 1 / (1 + np.exp(-logits))
+    bce = -(quality * np.log(p) + (1 - quality) * np.log(1 - p))
+    got = np.asarray(quality_focal_loss(quality, logits, beta=2.0))
+    np.testing.assert_allclose(got, np.abs(quality - p) ** 2 * bce, rtol=1e-5)
+    # with binary targets it is the focal loss with gamma = beta and no alpha (alpha 0.5 halves it)
+    binary = np.array([1.0, 1.0, 0.0, 0.0], "float32")
+    np.testing.assert_allclose(np.asarray(quality_focal_loss(binary, logits, 1.5)),
+                               2 * np.asarray(sigmoid_focal_loss(binary, logits, 0.5, 1.5)), rtol=1e-5)
+    # a score that equals its target quality costs nothing; any other costs more
+    at_target = np.log(quality[:2] / (1 - quality[:2])).astype("float32")
+    np.testing.assert_allclose(np.asarray(quality_focal_loss(quality[:2], at_target)), 0.0, atol=1e-7)
+    assert np.all(np.asarray(quality_focal_loss(quality[:2], at_target + 0.5)) > 1e-4)
 
 
 def test_smooth_l1_and_giou_loss_known_values():

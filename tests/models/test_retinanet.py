@@ -156,6 +156,8 @@ def test_bad_constructor_arguments():
         IPGRetinaNet(0)
     with pytest.raises(ValueError, match="box_loss"):
         IPGRetinaNet(3, box_loss="l2")
+    with pytest.raises(ValueError, match="cls_loss must be one of"):
+        IPGRetinaNet(3, cls_loss="varifocal")
 
 
 def test_giou_box_loss_trains():
@@ -164,6 +166,45 @@ def test_giou_box_loss_trains():
     x, y = toy_batch()
     h = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(8), epochs=1, verbose=0).history
     assert np.isfinite(h["box_loss"][-1])
+
+
+def test_quality_focal_targets_are_the_iou_of_the_predicted_box():
+    """`cls_loss="quality_focal"`: with zero box deltas the predicted box is the anchor, so the
+    positive anchors' class targets are their IoU with the matched box (GFL, Li et al. 2020)."""
+    from ipg_keras.models.matching import match_anchors
+
+    model = tiny_retinanet(cls_loss="quality_focal", focal_gamma=2.0)
+    x, y = toy_batch()
+    anchors = model.anchors_for(x)
+    num_anchors = int(anchors.shape[0])
+    logits = np.full((2, num_anchors, 3), -1.0, "float32")
+    raw = {"box": np.zeros((2, num_anchors, 4), "float32"), "cls": logits}
+    model.compute_loss(x, y, raw)
+    valid = y["classes"] >= 0
+    matched, best_iou = (np.asarray(t) for t in match_anchors(anchors, y["boxes"], valid, 0.5, 0.4))
+    positive = matched >= 0
+    quality = np.zeros_like(logits)
+    for b, a in zip(*np.nonzero(positive)):
+        quality[b, a, y["classes"][b, matched[b, a]]] = best_iou[b, a]
+    p = 1 / (1 + np.exp(1.0))
+    per = np.abs(quality - p) ** 2 * -(quality * np.log(p) + (1 - quality) * np.log(1 - p))
+    expected = (per * (matched != -2)[..., None]).sum() / positive.sum()
+    assert 0.5 <= best_iou[positive].min() and best_iou[positive].max() < 1.0  # soft targets, not 1
+    np.testing.assert_allclose(float(model.cls_loss_tracker.result()), expected, rtol=1e-4)
+
+
+def test_quality_focal_loss_trains_and_round_trips(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = tiny_retinanet(cls_loss="quality_focal")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x, y = toy_batch()
+    h = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(30), epochs=1, verbose=0).history
+    assert np.isfinite(h["cls_loss"][-1]) and np.isfinite(h["box_loss"][-1])
+    path = tmp_path / "qfl.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config()["cls_loss"] == "quality_focal"
+    np.testing.assert_allclose(loaded(x)["cls"], model(x)["cls"], atol=1e-5)
 
 
 def test_decode_predictions_can_name_the_fpn_level_of_each_detection(trained):
