@@ -289,3 +289,35 @@ def test_trees_sharpness_script_measures_crowns_and_the_blur_that_matches(tmp_pa
     assert rows[("val", 0.0)] == 0.0 and rows[("train", 0.0)] > 100  # uniform noise: |Laplacian| ~ 4 * 74
     assert rows[("train", 0.0)] > rows[("train blurred", 0.7)] > rows[("train blurred", 1.5)] > 0
     assert "Laplacian energy in the crowns" in capsys.readouterr().out
+
+
+def test_trees_errors_script_separates_recall_ranking_and_localisation(tmp_path, capsys):
+    """Two objects; a confident false positive outranks a perfect box, and a loose box (IoU 0.6) finds the other.
+    Ranking by IoU removes the false positive's lead; moving boxes onto their objects fixes AP75."""
+    from PIL import Image
+
+    bench = _load("trees_errors")
+    folder = tmp_path / "val"
+    folder.mkdir()
+    Image.new("RGB", (100, 80)).save(folder / "plot.png")
+    objects = "".join(f"<object><name>Tree</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+                      f"<ymax>{d}</ymax></bndbox></object>" for a, b, c, d in ((10, 10, 30, 30), (50, 40, 70, 60)))
+    (folder / "plot.xml").write_text("<annotation><filename>plot.png</filename><size><width>100</width>"
+                                     f"<height>80</height><depth>3</depth></size>{objects}</annotation>")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "images.json").write_text(json.dumps({"plot.png": 0}))
+    # [x, y, w, h]: exact on object 0 (score 0.5), nowhere (0.9), object 1 shifted by 5 px in x (IoU 15*20/(25*20)=0.6)
+    dets = [([10, 10, 20, 20], 0.5), ([80, 0, 15, 15], 0.9), ([55, 40, 20, 20], 0.8)]
+    (pred / "detections.json").write_text(json.dumps(
+        [{"image_id": 0, "category_id": 1, "bbox": b, "score": s} for b, s in dets]))
+    out = tmp_path / "errors.json"
+    assert bench.main([str(pred), "--annotations", str(folder), "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["objects"] == 2 and result["detections"] == 3
+    assert result["recall_any_score"]["0.5"] == 1.0 and result["recall_any_score"]["0.7"] == 0.5
+    assert result["best_iou_per_object_quantiles"]["0.5"] == pytest.approx(0.8, abs=1e-3)  # median of 0.6 and 1.0
+    assert result["as_predicted"]["AP50"] < 0.9  # the false positive ranks first
+    assert result["fixed_scores_equal_iou"]["AP50"] == pytest.approx(1.0)
+    assert result["fixed_boxes_equal_truth"]["AP75"] > result["as_predicted"]["AP75"]
+    assert "scores = IoU (ranking fixed)" in capsys.readouterr().out
