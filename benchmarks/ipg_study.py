@@ -286,6 +286,9 @@ def write_report(root: Path, tag: str, quick: bool) -> dict[str, Any]:
     text = [f"# {title}", "", f"{len(runs)} finished runs.", "", "## Arms", "", report.arms_table(summary), "",
             "## Paired differences against ipg=False (same seed)", "", report.paired_table(summary), "",
             "## Ablations (synthetic)", "", report.ablation_table(summary, costs), "",
+            *[line for dataset in sorted({r["dataset"] for r in runs}) for line in (
+                f"## Where IPG helps or hurts: {dataset}, per object size (ipg vs ipg=False)", "",
+                report.size_table(runs, dataset), "")],
             "## Selection and confirmation", "", f"- selected on synthetic validation: {selection['variant']} "
             f"({selection['reason']})"]
     if decision:

@@ -121,6 +121,33 @@ def ablation_table(summary: dict[str, Any], costs: dict[str, dict], dataset: str
                            "ΔAP vs baseline [95 % CI]"], rows)
 
 
+def size_table(runs: Iterable[dict], dataset: str, variant: str = DEFAULT_IPG) -> str:
+    """Per object-size bucket (from each unit's `analysis.json`): objects, mean AP of the baseline and `variant`,
+    their paired ΔAP (same seeds) with its 95 % t interval, and mean recall at IoU 0.5. Empty buckets are left out."""
+    groups = group_runs(r for r in runs if r["dataset"] == dataset and r.get("analysis"))
+    base, mine = groups.get((dataset, BASELINE), {}), groups.get((dataset, variant), {})
+    seeds = sorted(set(base) & set(mine))
+    if not seeds:
+        return f"(no paired {dataset} units with a size analysis)"
+
+    def bucket(run, name):
+        return next(b for b in run["analysis"]["size_buckets"] if b["bucket"] == name)
+
+    rows = []
+    for b in base[seeds[0]]["analysis"]["size_buckets"]:
+        if b["num_gt"] <= 0:
+            continue
+        name = b["bucket"]
+        ap_base = [bucket(base[s], name)["AP"] for s in seeds]
+        ap_mine = [bucket(mine[s], name)["AP"] for s in seeds]
+        diff = mean_ci([m - q for m, q in zip(ap_mine, ap_base)])
+        recall = [statistics.fmean(bucket(g[s], name)["recall50"] for s in seeds) for g in (base, mine)]
+        rows.append([name, b["num_gt"], f"{statistics.fmean(ap_base):.3f}", f"{statistics.fmean(ap_mine):.3f}",
+                     fmt_ci(diff, signed=True), f"{recall[0]:.3f} / {recall[1]:.3f}"])
+    return markdown_table(["size bucket (sqrt(area), px)", "objects", f"{BASELINE} AP", f"{variant} AP",
+                           f"ΔAP [95 % CI], {len(seeds)} paired seeds", f"recall@0.5 {BASELINE} / {variant}"], rows)
+
+
 def select_variant(summary: dict[str, Any], candidates: Sequence[str], dataset: str = "synthetic",
                    metric: str = "APs", min_seeds: int = 3) -> dict[str, Any]:
     """The IPG variant with the highest mean paired Δmetric on `dataset` (its validation set only).

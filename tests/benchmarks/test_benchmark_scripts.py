@@ -51,6 +51,7 @@ def _run_record(dataset, variant, seed, **metrics):
 
 def test_study_statistics_paired_intervals_selection_and_plots(tmp_path):
     report = _load("study_report")
+    fmt_pair = lambda stat: report.fmt_ci(stat, signed=True)  # noqa: E731
     runs = []
     for seed, (base, ipg, gated) in enumerate([(0.20, 0.30, 0.19), (0.30, 0.50, 0.29), (0.40, 0.70, 0.38)]):
         for variant, aps in (("baseline", base), ("ipg", ipg), ("fusion_gated", gated)):
@@ -88,6 +89,12 @@ def test_study_statistics_paired_intervals_selection_and_plots(tmp_path):
                {"bucket": "12-16", "num_gt": 5, "AP": 0.1, "recall50": 0.4}]
     for run in trees:
         run["analysis"] = {"size_buckets": buckets}
+    for run, ap in zip(trees, (0.1, 0.2, 0.3, 0.5, 0.2, 0.2)):  # baseline / ipg per seed: differences +0.1, +0.2, 0
+        run["analysis"] = {"size_buckets": [buckets[0], {**buckets[1], "AP": ap}]}
+    sizes = report.size_table(trees, "trees")
+    assert "0-12" not in sizes and "| 12-16 | 5 | 0.200 | 0.300 |" in sizes  # empty bucket left out; means
+    assert fmt_pair(report.mean_ci([0.1, 0.2, 0.0])) in sizes and "0.400 / 0.400" in sizes
+    assert "no paired synthetic units" in report.size_table(trees, "synthetic")
     report.plot_breakdown(trees, tmp_path / "b.png", dataset="trees")
     assert (tmp_path / "b.png").stat().st_size > 1000
 
