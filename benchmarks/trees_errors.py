@@ -50,16 +50,6 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
-def best_iou_per_detection(dets: dict, gt: dict) -> tuple[np.ndarray, np.ndarray]:
-    """For each detection: its best IoU with a same-class object, and that object's index (-1: none)."""
-    iou = pairwise_iou(np.asarray(dets["boxes"], np.float64), np.asarray(gt["boxes"], np.float64))
-    same = np.asarray(dets["classes"])[:, None] == np.asarray(gt["classes"])[None, :]
-    iou = np.where(same, iou, 0.0)
-    if iou.shape[1] == 0:
-        return np.zeros(len(iou)), np.full(len(iou), -1)
-    return iou.max(1), np.where(iou.max(1) > 0, iou.argmax(1), -1)
-
-
 def analyse(gts: dict, detections: dict, max_detections: int) -> dict:
     """The figures described in the module docstring, for `{file: detections}` against `{file: ground truth}`."""
     from ipg_keras.evaluation.coco import evaluate_detections
@@ -75,9 +65,10 @@ def analyse(gts: dict, detections: dict, max_detections: int) -> dict:
         d = {**d, "boxes": boxes}
         iou = pairwise_iou(boxes, np.asarray(gt["boxes"], np.float64))
         same = np.asarray(d["classes"])[:, None] == np.asarray(gt["classes"])[None, :]
-        iou = np.where(same, iou, 0.0)
+        iou = np.where(same, iou, 0.0)  # [detections, objects], same class only
         best_per_object.extend(iou.max(0) if len(boxes) else np.zeros(iou.shape[1]))
-        best, index = best_iou_per_detection(d, gt)
+        best = iou.max(1) if iou.shape[1] else np.zeros(len(boxes))  # per detection, and its object
+        index = iou.argmax(1) if iou.shape[1] else np.full(len(boxes), -1)
         rescored[f] = {**d, "scores": best}
         moved = boxes.copy()
         hit = best >= 0.5
