@@ -64,6 +64,7 @@ VARIANTS: dict[str, list[str]] = {
     # (AP50 0.55), and the matched boxes' median IoU is 0.64. Train the score toward the box's IoU (GFL's quality
     # focal loss), so that loose and duplicate boxes score below well-placed ones.
     "qfl": ["model.cls_loss=quality_focal"],
+    "qfl_seed1": ["model.cls_loss=quality_focal", "train.seed=1"],
     # The config itself with another seed: how far apart two runs of the same recipe land.
     "seed1": ["train.seed=1"],
     "init_synth": ["train.init_from=benchmarks/results/ipg_study/study/runs/synthetic/ipg/seed0/model.keras"],

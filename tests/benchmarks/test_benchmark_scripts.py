@@ -328,3 +328,35 @@ def test_trees_errors_script_separates_recall_ranking_and_localisation(tmp_path,
     assert result["fixed_scores_equal_iou"]["AP50"] == pytest.approx(1.0)
     assert result["fixed_boxes_equal_truth"]["AP75"] > result["as_predicted"]["AP75"]
     assert "scores = IoU (ranking fixed)" in capsys.readouterr().out
+
+
+def test_trees_ensemble_script_fuses_models_that_err_differently(tmp_path, capsys):
+    """Model a finds object 0 only, model b object 1 only: each alone has recall 0.5, fused they find both,
+    and a box both models put on object 0 is averaged into one (no duplicate false positive)."""
+    from PIL import Image
+
+    bench = _load("trees_ensemble")
+    folder = tmp_path / "val"
+    folder.mkdir()
+    Image.new("RGB", (100, 80)).save(folder / "plot.png")
+    objects = "".join(f"<object><name>Tree</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
+                      f"<ymax>{d}</ymax></bndbox></object>" for a, b, c, d in ((10, 10, 30, 30), (50, 40, 70, 60)))
+    (folder / "plot.xml").write_text("<annotation><filename>plot.png</filename><size><width>100</width>"
+                                     f"<height>80</height><depth>3</depth></size>{objects}</annotation>")
+    preds = {"a": [([10, 10, 20, 20], 0.9)], "b": [([50, 40, 20, 20], 0.8), ([11, 10, 20, 20], 0.7)]}
+    for name, dets in preds.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "images.json").write_text(json.dumps({"plot.png": 0}))
+        (tmp_path / name / "detections.json").write_text(json.dumps(
+            [{"image_id": 0, "category_id": 1, "bbox": b, "score": s} for b, s in dets]))
+    out = tmp_path / "ens.json"
+    assert bench.main([str(tmp_path / "a"), str(tmp_path / "b"), "--annotations", str(folder),
+                       "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    by_members = {"+".join(r["members"]): r for r in result["rows"]}
+    assert by_members["a"]["AP50"] == pytest.approx(0.5, abs=0.01)  # one of two objects
+    assert by_members["a+b"]["AP50"] == pytest.approx(1.0)  # both, and no duplicate on object 0
+    assert result["all_fused_AP"] == by_members["a+b"]["AP"] > result["best_single_AP"]
+    assert "2 fused" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one folder is not an ensemble
+        bench.main([str(tmp_path / "a")])
