@@ -13,6 +13,8 @@ annotations folder), and prints:
 * recall at IoU 0.3 ... 0.8 over all detections kept, whatever their score:
   how many objects have any box at all (the recall ceiling of AP at that IoU);
 * the matched boxes' IoU: for each object, the best IoU of any detection;
+* the correlation of score and IoU over the detections at IoU >= 0.3 with an
+  object (Pearson): how well the score ranks boxes by how well they sit;
 * two "fixed" rescorings in the spirit of TIDE (Bolya et al. 2020), each an
   upper bound of what one kind of improvement could buy with the same boxes:
   `scores = IoU` re-scores every detection by its best IoU with an object of
@@ -50,6 +52,13 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
+def _correlation(pairs: np.ndarray) -> float | None:
+    """Pearson correlation of the two columns of `[N, 2]`; None when fewer than 2 rows or a column is constant."""
+    if len(pairs) < 2 or pairs.std(0).min() == 0:
+        return None
+    return round(float(np.corrcoef(pairs.T)[0, 1]), 4)
+
+
 def analyse(gts: dict, detections: dict, max_detections: int) -> dict:
     """The figures described in the module docstring, for `{file: detections}` against `{file: ground truth}`."""
     from ipg_keras.evaluation.coco import evaluate_detections
@@ -58,7 +67,7 @@ def analyse(gts: dict, detections: dict, max_detections: int) -> dict:
         m = evaluate_detections(gts, dets, max_detections=max_detections)
         return {k: round(float(m[k]), 4) for k in ("AP", "AP50", "AP75", "APs", "APm")}
 
-    best_per_object, rescored, relocated = [], {}, {}
+    best_per_object, rescored, relocated, near = [], {}, {}, []
     for f, d in detections.items():
         gt = gts[f]
         boxes = np.asarray(d["boxes"], np.float64).reshape(-1, 4)
@@ -70,6 +79,8 @@ def analyse(gts: dict, detections: dict, max_detections: int) -> dict:
         best = iou.max(1) if iou.shape[1] else np.zeros(len(boxes))  # per detection, and its object
         index = iou.argmax(1) if iou.shape[1] else np.full(len(boxes), -1)
         rescored[f] = {**d, "scores": best}
+        close = best >= 0.3
+        near.extend(zip(np.asarray(d["scores"], np.float64)[close], best[close]))
         moved = boxes.copy()
         hit = best >= 0.5
         moved[hit] = np.asarray(gt["boxes"], np.float64)[index[hit]]
@@ -83,6 +94,8 @@ def analyse(gts: dict, detections: dict, max_detections: int) -> dict:
         "best_iou_per_object_quantiles": {str(q): round(float(np.quantile(best_per_object, q)), 4)
                                           for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
         "fixed_scores_equal_iou": metrics(rescored),
+        # How well the score ranks the boxes near an object by their IoU (1: perfectly, 0: not at all).
+        "score_iou_correlation": _correlation(np.asarray(near, np.float64).reshape(-1, 2)),
         "fixed_boxes_equal_truth": metrics(relocated),
     }
 
@@ -122,6 +135,7 @@ def main(argv=None) -> int:
     print(f"{result['objects']} objects, {result['detections']} detections")
     print(format_table(["scoring", "AP", "AP50", "AP75", "APs", "APm"], rows))
     print("recall at IoU (any score): " + ", ".join(f"{t} {v:.3f}" for t, v in result["recall_any_score"].items()))
+    print(f"score-IoU correlation (detections at IoU >= 0.3): {result['score_iou_correlation']}")
     print("best IoU per object, quantiles: "
           + ", ".join(f"{q} {v:.3f}" for q, v in result["best_iou_per_object_quantiles"].items()))
     if args.output:

@@ -326,6 +326,7 @@ def test_trees_errors_script_separates_recall_ranking_and_localisation(tmp_path,
     assert result["best_iou_per_object_quantiles"]["0.5"] == pytest.approx(0.8, abs=1e-3)  # median of 0.6 and 1.0
     assert result["as_predicted"]["AP50"] < 0.9  # the false positive ranks first
     assert result["fixed_scores_equal_iou"]["AP50"] == pytest.approx(1.0)
+    assert result["score_iou_correlation"] == pytest.approx(-1.0)  # (0.5, IoU 1.0) and (0.8, IoU 0.6): inverted
     assert result["fixed_boxes_equal_truth"]["AP75"] > result["as_predicted"]["AP75"]
     assert "scores = IoU (ranking fixed)" in capsys.readouterr().out
 
