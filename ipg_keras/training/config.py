@@ -127,7 +127,9 @@ class DataConfig:
     # Augmentation (data.augment: true), see ipg_keras.data.AugmentConfig: probabilities
     # of each flip and of a 90/180/270 degree turn; scale jitter range (output / input
     # pixels); colour jitter magnitudes (0 turns each off); probability of a Gaussian
-    # blur and its sigma range in pixels (imagery softer than the training image).
+    # blur and its sigma range in pixels (imagery softer than the training image);
+    # probability that a window gets copies of its own objects pasted onto its
+    # background, and the paste attempts per window (`copy_paste`).
     horizontal_flip: float = 0.5
     vertical_flip: float = 0.0
     rotate90: float = 0.0
@@ -139,6 +141,8 @@ class DataConfig:
     channel_gain: float = 0.0
     blur: float = 0.0
     blur_sigma: list[float] = field(default_factory=lambda: [0.5, 1.5])
+    copy_paste: float = 0.0
+    copy_paste_count: int = 8
     shuffle_buffer: int = 1024
     cache: bool = False
 
@@ -403,13 +407,14 @@ def validate(config: ExperimentConfig) -> None:
         check(t.batch_size % t.cpu_devices == 0, "train.batch_size", t.batch_size,
               f"(the global batch) is not divisible by train.cpu_devices={t.cpu_devices} replicas")
     d = config.data
-    for key in ("horizontal_flip", "vertical_flip", "rotate90", "blur"):
+    for key in ("horizontal_flip", "vertical_flip", "rotate90", "blur", "copy_paste"):
         check(0 <= getattr(d, key) <= 1, f"data.{key}", getattr(d, key), "must be a probability in [0, 1]")
     check(len(d.scale_range) == 2 and 0 < d.scale_range[0] <= d.scale_range[1], "data.scale_range",
           d.scale_range, "must be [low, high] with 0 < low <= high")
     check(0 <= d.hue <= 0.5, "data.hue", d.hue, "must be in [0, 0.5]")
     check(len(d.blur_sigma) == 2 and 0 < d.blur_sigma[0] <= d.blur_sigma[1] <= 5, "data.blur_sigma", d.blur_sigma,
           "must be [low, high] pixels with 0 < low <= high <= 5")
+    check(1 <= d.copy_paste_count <= 64, "data.copy_paste_count", d.copy_paste_count, "must be in [1, 64]")
     check(d.sampling == "grid" or d.tile_size, "data.sampling", d.sampling, "needs data.tile_size")
     check(d.tiles_per_image is None or d.tiles_per_image >= 1, "data.tiles_per_image", d.tiles_per_image,
           "must be >= 1 or null")
@@ -426,7 +431,7 @@ FASTER_RCNN_ONLY = ("rpn_head_width", "roi_head_width", "num_rois", "pre_nms_top
 RETINANET_ONLY = ("head_width", "head_depth", "head_norm", "box_loss", "box_loss_weight", "anchor_scales",
                   "aspect_ratios", "positive_iou", "negative_iou", "focal_alpha", "focal_gamma", "cls_loss")
 AUGMENT_KEYS = ("horizontal_flip", "vertical_flip", "rotate90", "scale_range", "brightness", "contrast",
-                "saturation", "hue", "channel_gain", "blur", "blur_sigma")
+                "saturation", "hue", "channel_gain", "blur", "blur_sigma", "copy_paste", "copy_paste_count")
 SYNTHETIC_ONLY = ("num_train_images", "num_val_images", "min_object_size", "max_object_size", "max_objects")
 _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
     *[(f"model.{k}", lambda c: c.model.type == "retinanet", "model.type=retinanet", ()) for k in RETINANET_ONLY],
@@ -445,6 +450,7 @@ _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
      "data.tile_size set and data.sampling=random", ()),
     *[(f"data.{k}", lambda c: bool(c.data.augment), "data.augment=true", ()) for k in AUGMENT_KEYS],
     ("data.blur_sigma", lambda c: c.data.blur > 0, "data.blur > 0", ()),
+    ("data.copy_paste_count", lambda c: c.data.copy_paste > 0, "data.copy_paste > 0", ()),
     ("model.focal_alpha", lambda c: c.model.cls_loss == "focal",
      "model.cls_loss=focal (the quality focal loss has no alpha)", ()),
     ("model.fusion_init", lambda c: c.model.ipg and c.model.fusion != "gated",

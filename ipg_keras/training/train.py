@@ -232,14 +232,14 @@ def batch_train(cfg: ExperimentConfig, elements, multi_worker: bool = False, sta
 
 
 def augment_config(d):
-    """The `AugmentConfig` of the `data` section (flips, 90° turns, scale jitter, blur and colour jitter)."""
+    """The `AugmentConfig` of the `data` section (flips, 90° turns, scale jitter, copy-paste, blur, colour)."""
     from ipg_keras.data import AugmentConfig
 
     return AugmentConfig(
         horizontal_flip=d.horizontal_flip, vertical_flip=d.vertical_flip, rotate90=d.rotate90,
         scale_range=tuple(d.scale_range), brightness=d.brightness, contrast=d.contrast,
         saturation=d.saturation, hue=d.hue, channel_gain=d.channel_gain, blur=d.blur,
-        blur_sigma=tuple(d.blur_sigma),
+        blur_sigma=tuple(d.blur_sigma), copy_paste=d.copy_paste, copy_paste_count=d.copy_paste_count,
     )
 
 

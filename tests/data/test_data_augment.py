@@ -13,6 +13,7 @@ from ipg_keras.data import (
     AugmentConfig,
     augment_element,
     color_jitter,
+    copy_paste,
     random_blur,
     random_crop,
     random_flip,
@@ -273,3 +274,73 @@ def test_augmented_batch_matches_the_transformed_ground_truth(tmp_path):
     path = save_detection_grid(images.numpy(), None, tmp_path / "batch.png", class_names=None,
                                ground_truths={k: v.numpy() for k, v in targets.items()})
     assert path.stat().st_size > 0
+
+
+def _overlap(a, b):
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def test_copy_paste_copies_objects_onto_background_with_their_boxes():
+    """Each copy's pixels are its source object's pixels, its box the source box moved by the same whole-pixel
+    offset, its per-box keys the source's; copies hide no object and no other copy; nothing else changes."""
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (H, W, 3)).astype(np.float32)
+    boxes = np.asarray([[6.4, 4.5, 22.2, 16.0], [40, 30, 70, 52], [75, 0, 95, 12]], np.float32)  # the last one
+    # touches the top border: a cut-off object, never copied
+    el = {"images": tf.constant(image),
+          "bounding_boxes": {"boxes": tf.constant(boxes), "classes": tf.constant([0, 1, 2], tf.int32),
+                             "difficult": tf.constant([False, True, False])}}
+    pasted_somewhere = 0
+    graph_paste = tf.function(copy_paste)  # as in a tf.data map
+    for seed in range(6):
+        out = graph_paste(el, _seed(seed), 1.0, 16)
+        img = out["images"].numpy()
+        b = out["bounding_boxes"]["boxes"].numpy()
+        c = out["bounding_boxes"]["classes"].numpy()
+        d = out["bounding_boxes"]["difficult"].numpy()
+        np.testing.assert_array_equal(b[:3], boxes)  # the objects stay, in order
+        np.testing.assert_array_equal(c[:3], [0, 1, 2])
+        changed = np.zeros((H, W), bool)
+        for k in range(3, len(b)):
+            src = boxes[c[k]]
+            assert c[k] != 2, "the border object was copied"
+            assert d[k] == (c[k] == 1)  # flags follow their source
+            shift = b[k, :2] - src[:2]
+            np.testing.assert_allclose(shift, np.round(shift), atol=1e-4)  # whole pixels
+            np.testing.assert_allclose(b[k, 2:] - src[2:], shift, atol=1e-4)
+            sx, sy = int(np.floor(src[0])), int(np.floor(src[1]))
+            ex, ey = int(np.ceil(src[2])), int(np.ceil(src[3]))
+            tx, ty = sx + int(round(shift[0])), sy + int(round(shift[1]))
+            np.testing.assert_array_equal(img[ty:ty + ey - sy, tx:tx + ex - sx], image[sy:ey, sx:ex])
+            changed[ty:ty + ey - sy, tx:tx + ex - sx] = True
+            rect = [tx, ty, tx + ex - sx, ty + ey - sy]
+            assert all(_overlap(rect, o) == 0 for o in boxes), "a copy covers an object"
+            assert all(_overlap(b[k], b[j]) == 0 for j in range(3, k)), "two copies stack"
+        np.testing.assert_array_equal(img[~changed], image[~changed])  # nothing else moved
+        pasted_somewhere += len(b) > 3
+    assert pasted_somewhere >= 4  # most windows get copies (the 60 x 100 image has room for a few)
+    # Seeded; probability 0 and a window without objects are the identity.
+    again = copy_paste(el, _seed(3), 1.0, 16)
+    np.testing.assert_array_equal(again["images"].numpy(), graph_paste(el, _seed(3), 1.0, 16)["images"])
+    np.testing.assert_array_equal(copy_paste(el, _seed(3), 0.0, 6)["images"].numpy(), image)
+    empty = {"images": tf.constant(image), "bounding_boxes": {"boxes": tf.zeros([0, 4]),
+                                                              "classes": tf.zeros([0], tf.int32)}}
+    out = copy_paste(empty, _seed(1), 1.0, 6)
+    assert out["bounding_boxes"]["boxes"].shape[0] == 0
+    np.testing.assert_array_equal(out["images"].numpy(), image)
+
+
+def test_copy_paste_in_the_full_augmentation_adds_boxes_and_keeps_the_other_draws():
+    el = _element()
+    plain = augment_element(el, _seed(4), 96, AugmentConfig(rotate90=0.75, vertical_flip=0.5))
+    paste = augment_element(el, _seed(4), 96, AugmentConfig(rotate90=0.75, vertical_flip=0.5, copy_paste=1.0,
+                                                             copy_paste_count=16))
+    n = plain["bounding_boxes"]["boxes"].shape[0]
+    np.testing.assert_array_equal(paste["bounding_boxes"]["boxes"].numpy()[:n],
+                                  plain["bounding_boxes"]["boxes"].numpy())
+    assert paste["bounding_boxes"]["boxes"].shape[0] > n
+    assert paste["images"].shape == (96, 96, 3)
+    with pytest.raises(ValueError, match="copy_paste_count"):
+        AugmentConfig(copy_paste=0.5, copy_paste_count=0)
+    with pytest.raises(ValueError, match="copy_paste"):
+        AugmentConfig(copy_paste=2.0)

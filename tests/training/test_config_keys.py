@@ -41,7 +41,7 @@ KEY_USES = {
         "tile_size", "min_visible", "max_boxes", "augment", "shuffle_buffer", "cache", "sampling", "tiles_per_image")},
     **{f"data.{k}": "augment_config" for k in (
         "horizontal_flip", "vertical_flip", "rotate90", "scale_range", "brightness", "contrast", "saturation", "hue",
-        "channel_gain", "blur", "blur_sigma")},
+        "channel_gain", "blur", "blur_sigma", "copy_paste", "copy_paste_count")},
     "data.tile_overlap": "tile_overlap_pixels",  # batch_train's and _run's tiling overlap in pixels
     **{f"train.{k}": "build_schedule" for k in (
         "epochs", "learning_rate", "schedule", "warmup_steps", "warmup_factor", "decay_epochs", "decay_rate",
@@ -100,6 +100,9 @@ def test_every_key_is_read_where_the_audit_says(key):
         ("synthetic_retinanet_cpu", ["data.augment=false", "data.rotate90=0.5"], "'data.rotate90'.*data.augment"),
         ("synthetic_retinanet_cpu", ["data.blur_sigma=[0.5, 1.0]"], "'data.blur_sigma'.*data.blur > 0"),
         ("synthetic_retinanet_cpu", ["data.blur=0.5", "data.blur_sigma=[2.0, 1.0]"], "data.blur_sigma.*low <= high"),
+        ("synthetic_retinanet_cpu", ["data.copy_paste_count=4"], "'data.copy_paste_count'.*data.copy_paste > 0"),
+        ("synthetic_retinanet_cpu", ["data.copy_paste=0.5", "data.copy_paste_count=0"], "data.copy_paste_count"),
+        ("synthetic_retinanet_cpu", ["data.copy_paste=1.5"], "data.copy_paste.*probability"),
         ("synthetic_retinanet_cpu", ["data.sampling=random"], "'data.sampling'.*data.tile_size"),
         ("synthetic_retinanet_cpu", ["train.weight_decay=0.01"], "train.optimizer=sgd|adamw"),
         ("synthetic_retinanet_cpu", ["train.decay_rate=0.5"], "'train.decay_rate'.*train.schedule=step"),
@@ -126,6 +129,9 @@ def test_neutral_and_matching_values_are_accepted():
     blur = train_module.augment_config(load_config("synthetic_retinanet_cpu", ["data.blur=0.5",
                                                                                "data.blur_sigma=[0.3, 1.2]"]).data)
     assert (blur.blur, blur.blur_sigma) == (0.5, (0.3, 1.2))
+    paste = train_module.augment_config(load_config("synthetic_retinanet_cpu", ["data.copy_paste=0.5",
+                                                                                "data.copy_paste_count=4"]).data)
+    assert (paste.copy_paste, paste.copy_paste_count) == (0.5, 4)
     cfg = load_config("synthetic_faster_rcnn_cpu", ["model.min_level=2", "model.max_level=6"])
     assert (cfg.model.min_level, cfg.model.max_level) == (2, 6)
     # Faster R-CNN needs multiples of 32 only, not 2**max_level.
