@@ -298,12 +298,10 @@ def test_trees_sharpness_script_measures_crowns_and_the_blur_that_matches(tmp_pa
     assert "Laplacian energy in the crowns" in capsys.readouterr().out
 
 
-def test_trees_errors_script_separates_recall_ranking_and_localisation(tmp_path, capsys):
-    """Two objects; a confident false positive outranks a perfect box, and a loose box (IoU 0.6) finds the other.
-    Ranking by IoU removes the false positive's lead; moving boxes onto their objects fixes AP75."""
+def _two_tree_voc(tmp_path):
+    """A Pascal VOC folder with one 100 x 80 image and two trees at (10, 10, 30, 30) and (50, 40, 70, 60)."""
     from PIL import Image
 
-    bench = _load("trees_errors")
     folder = tmp_path / "val"
     folder.mkdir()
     Image.new("RGB", (100, 80)).save(folder / "plot.png")
@@ -311,6 +309,14 @@ def test_trees_errors_script_separates_recall_ranking_and_localisation(tmp_path,
                       f"<ymax>{d}</ymax></bndbox></object>" for a, b, c, d in ((10, 10, 30, 30), (50, 40, 70, 60)))
     (folder / "plot.xml").write_text("<annotation><filename>plot.png</filename><size><width>100</width>"
                                      f"<height>80</height><depth>3</depth></size>{objects}</annotation>")
+    return folder
+
+
+def test_trees_errors_script_separates_recall_ranking_and_localisation(tmp_path, capsys):
+    """Two objects; a confident false positive outranks a perfect box, and a loose box (IoU 0.6) finds the other.
+    Ranking by IoU removes the false positive's lead; moving boxes onto their objects fixes AP75."""
+    bench = _load("trees_errors")
+    folder = _two_tree_voc(tmp_path)
     pred = tmp_path / "pred"
     pred.mkdir()
     (pred / "images.json").write_text(json.dumps({"plot.png": 0}))
@@ -334,16 +340,8 @@ def test_trees_errors_script_separates_recall_ranking_and_localisation(tmp_path,
 def test_trees_ensemble_script_fuses_models_that_err_differently(tmp_path, capsys):
     """Model a finds object 0 only, model b object 1 only: each alone has recall 0.5, fused they find both,
     and a box both models put on object 0 is averaged into one (no duplicate false positive)."""
-    from PIL import Image
-
     bench = _load("trees_ensemble")
-    folder = tmp_path / "val"
-    folder.mkdir()
-    Image.new("RGB", (100, 80)).save(folder / "plot.png")
-    objects = "".join(f"<object><name>Tree</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"
-                      f"<ymax>{d}</ymax></bndbox></object>" for a, b, c, d in ((10, 10, 30, 30), (50, 40, 70, 60)))
-    (folder / "plot.xml").write_text("<annotation><filename>plot.png</filename><size><width>100</width>"
-                                     f"<height>80</height><depth>3</depth></size>{objects}</annotation>")
+    folder = _two_tree_voc(tmp_path)
     preds = {"a": [([10, 10, 20, 20], 0.9)], "b": [([50, 40, 20, 20], 0.8), ([11, 10, 20, 20], 0.7)]}
     for name, dets in preds.items():
         (tmp_path / name).mkdir()
