@@ -69,6 +69,8 @@ VARIANTS: dict[str, list[str]] = {
     # plot teaches. Copy-paste the windows' own crowns onto their background (shadow, grass, next to other crowns),
     # as Kisantal et al. 2019 do for small objects: denser scenes than the train plot has.
     "copy_paste": ["data.copy_paste=0.5"],
+    # The other way from zoom2: 512 px windows shrunk to the 384 px input (0.75x), more canopy context per window.
+    "zoom075": ["data.tile_size=512"],
     # The config itself with another seed: how far apart two runs of the same recipe land.
     "seed1": ["train.seed=1"],
     "init_synth": ["train.init_from=benchmarks/results/ipg_study/study/runs/synthetic/ipg/seed0/model.keras"],
