@@ -402,7 +402,8 @@ def copy_paste(element: dict, seed, probability: float = 0.5, count: int = 8) ->
     hits_objects = tf.reduce_any(overlap(target, boxes) > 0, axis=1)
     earlier = tf.linalg.band_part(tf.ones([count, count]), -1, 0) - tf.eye(count)  # [k, j] = 1 where j < k
     hits_earlier = tf.reduce_any((overlap(target, target) > 0) & (earlier > 0), axis=1)
-    keep = go & tf.gather(tf.concat([usable, [False]], 0), pick) & ~hits_objects & ~hits_earlier & (tf.reduce_min(pick_size, 1) >= 2)
+    # (the padded False: with no objects, `pick` points at the zero row)
+    keep = go & tf.gather(tf.concat([usable, [False]], 0), pick) & ~hits_objects & ~hits_earlier
     # Each pixel inside a kept copy reads from its source, offset by (source - target); copies are disjoint.
     ys = tf.range(hf)[None, :, None]
     xs = tf.range(wf)[None, None, :]
