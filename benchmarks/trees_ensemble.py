@@ -9,7 +9,7 @@
 
 Each PRED folder is one model's `ipg-predict` output (detections.json,
 images.json), already fused over its test-time views. The script scores each
-model alone, every pair and all of them together, the models' detections
+model alone and every combination of two or more (all of them last), the models' detections
 fused per image by weighted box fusion (`ipg_keras.inference.weighted_box_fusion`,
 IoU 0.65, the fused score is the sum over the number of models), as
 model ensembles of detectors are usually fused (Solovyev et al. 2021). If the
@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import format_table, write_json  # noqa: E402
-from trees_errors import TREES_VAL, read_predictions  # noqa: E402
+from trees_errors import TREES_VAL, coco_figures, read_predictions  # noqa: E402
 
 
 def fuse(members: list[dict], max_detections: int, iou_threshold: float = 0.65) -> dict:
@@ -57,21 +57,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(args.predictions) < 2:
         parser.error("give two or more prediction folders: an ensemble needs members")
+    names = [Path(p).name for p in args.predictions]
+    if len(set(names)) < len(names):
+        parser.error(f"prediction folders must have different names (they label the rows): {names}")
     from ipg_keras.data import load_ground_truth
-    from ipg_keras.evaluation.coco import evaluate_detections
 
     images = Path(args.images or args.annotations)
-    names = [Path(p).name for p in args.predictions]
     models = {n: read_predictions(Path(p), images) for n, p in zip(names, args.predictions)}
     truth = load_ground_truth(args.annotations, list(models[names[0]]))
 
     def metrics(dets):
-        m = evaluate_detections(truth.gts, dets, max_detections=args.max_detections)
-        return {k: round(float(m[k]), 4) for k in ("AP", "AP50", "AP75", "APs")}
+        return coco_figures(truth.gts, dets, args.max_detections, ("AP", "AP50", "AP75", "APs"))
 
     rows = [{"members": [n], **metrics(models[n])} for n in names]
     for size in range(2, len(names) + 1):
-        for combo in itertools.combinations(names, size) if size < len(names) else [tuple(names)]:
+        for combo in itertools.combinations(names, size):
             rows.append({"members": list(combo), **metrics(fuse([models[n] for n in combo], args.max_detections))})
     singles = [r["AP"] for r in rows if len(r["members"]) == 1]
     summary = {"best_single_AP": max(singles), "mean_single_AP": round(float(np.mean(singles)), 4),

@@ -52,6 +52,15 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
+def coco_figures(gts: dict, detections: dict, max_detections: int,
+                 keys=("AP", "AP50", "AP75", "APs", "APm")) -> dict[str, float]:
+    """COCO metrics `keys` (rounded to 4 places) of `{file: detections}` against `{file: ground truth}`."""
+    from ipg_keras.evaluation.coco import evaluate_detections
+
+    m = evaluate_detections(gts, detections, max_detections=max_detections)
+    return {k: round(float(m[k]), 4) for k in keys}
+
+
 def _correlation(pairs: np.ndarray) -> float | None:
     """Pearson correlation of the two columns of `[N, 2]`; None when fewer than 2 rows or a column is constant."""
     if len(pairs) < 2 or pairs.std(0).min() == 0:
@@ -61,12 +70,6 @@ def _correlation(pairs: np.ndarray) -> float | None:
 
 def analyse(gts: dict, detections: dict, max_detections: int) -> dict:
     """The figures described in the module docstring, for `{file: detections}` against `{file: ground truth}`."""
-    from ipg_keras.evaluation.coco import evaluate_detections
-
-    def metrics(dets):
-        m = evaluate_detections(gts, dets, max_detections=max_detections)
-        return {k: round(float(m[k]), 4) for k in ("AP", "AP50", "AP75", "APs", "APm")}
-
     best_per_object, rescored, relocated, near = [], {}, {}, []
     for f, d in detections.items():
         gt = gts[f]
@@ -89,14 +92,14 @@ def analyse(gts: dict, detections: dict, max_detections: int) -> dict:
     return {
         "objects": int(len(best_per_object)),
         "detections": int(sum(len(d["scores"]) for d in detections.values())),
-        "as_predicted": metrics(detections),
+        "as_predicted": coco_figures(gts, detections, max_detections),
         "recall_any_score": {str(t): round(float((best_per_object >= t).mean()), 4) for t in IOUS},
         "best_iou_per_object_quantiles": {str(q): round(float(np.quantile(best_per_object, q)), 4)
                                           for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
-        "fixed_scores_equal_iou": metrics(rescored),
+        "fixed_scores_equal_iou": coco_figures(gts, rescored, max_detections),
         # How well the score ranks the boxes near an object by their IoU (1: perfectly, 0: not at all).
         "score_iou_correlation": _correlation(np.asarray(near, np.float64).reshape(-1, 2)),
-        "fixed_boxes_equal_truth": metrics(relocated),
+        "fixed_boxes_equal_truth": coco_figures(gts, relocated, max_detections),
     }
 
 

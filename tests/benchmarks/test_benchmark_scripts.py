@@ -359,3 +359,7 @@ def test_trees_ensemble_script_fuses_models_that_err_differently(tmp_path, capsy
     assert "2 fused" in capsys.readouterr().out
     with pytest.raises(SystemExit):  # one folder is not an ensemble
         bench.main([str(tmp_path / "a")])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "a").rename(tmp_path / "other" / "b")
+    with pytest.raises(SystemExit):  # two folders named b: the rows could not tell them apart
+        bench.main([str(tmp_path / "other" / "b"), str(tmp_path / "b")])
