@@ -30,7 +30,7 @@ CONFIG = "trees_retinanet"
 # In the order they are worth trying (RESULTS.md "Trees recipe" says why); each on top of the config.
 VARIANTS: dict[str, list[str]] = {
     "recipe": [],
-    "P2_min2": ["model.min_level=2"],
+    "P2_min2": ["model.min_level=2", "train.max_minutes=150"],
     "head4": ["model.head_depth=4"],
     "width05_fpn128": ["model.width_multiplier=0.5", "model.fpn_channels=128", "model.head_width=128"],
     "iou04": ["model.positive_iou=0.4", "model.negative_iou=0.3"],
@@ -64,6 +64,7 @@ VARIANTS: dict[str, list[str]] = {
     # (AP50 0.55), and the matched boxes' median IoU is 0.64. Train the score toward the box's IoU (GFL's quality
     # focal loss), so that loose and duplicate boxes score below well-placed ones.
     "qfl": ["model.cls_loss=quality_focal"],
+    "atss": ["model.matcher=atss"],
     "qfl_seed1": ["model.cls_loss=quality_focal", "train.seed=1"],
     # Five models fused score like one (benchmarks/trees_ensemble.py): the errors are bias, what the sparse train
     # plot teaches. Copy-paste the windows' own crowns onto their background (shadow, grass, next to other crowns),

@@ -1,4 +1,18 @@
-"""Anchor-to-ground-truth matching (IoU thresholds, as torchvision's Matcher)."""
+"""Anchor-to-ground-truth matching.
+
+Two rules:
+
+* `match_anchors`: fixed IoU thresholds (RetinaNet; torchvision's `Matcher`).
+* `match_anchors_atss`: adaptive training sample selection (ATSS; Zhang, Chi,
+  Yao, Lei, Li, "Bridging the Gap Between Anchor-based and Anchor-free
+  Detection via Adaptive Training Sample Selection", CVPR 2020, Alg. 1;
+  mmdetection's `ATSSAssigner`). Each object takes the `topk` anchors per FPN
+  level whose centres are nearest its centre as candidates, and makes positive
+  those whose IoU is at least the mean plus the standard deviation of the
+  candidates' IoUs and whose centre lies inside the box. The threshold adapts
+  to each object's size and shape, so a small object gets positives on its own
+  level where a fixed 0.5 finds none or one.
+"""
 
 from __future__ import annotations
 
@@ -68,3 +82,60 @@ def _at_least_one_column(iou, gt_valid):
     iou = tf.pad(iou, [[0, 0], [0, 0], [0, missing]], constant_values=-1.0)
     gt_valid = tf.pad(gt_valid, [[0, 0], [0, missing]], constant_values=False)
     return iou, gt_valid
+
+
+def match_anchors_atss(anchors, level_counts, gt_boxes, gt_valid, topk: int = 9):
+    """Assigns every anchor a ground-truth box or background by ATSS (module docstring).
+
+    Args:
+        anchors: `[A, 4]` xyxy pixels, all FPN levels concatenated in order.
+        level_counts: anchors per level, summing to A (`AnchorGenerator.level_sizes`).
+        gt_boxes: `[B, M, 4]` xyxy pixels, padded; `M` may be 0.
+        gt_valid: `[B, M]` bool, False for padding.
+        topk: candidates per level and object, by centre distance (ATSS: 9).
+            Anchors at the same distance as the topk-th are all candidates (with
+            several anchors per location, a location's anchors come together).
+
+    Returns:
+        `(matched_indices [B, A] int32, iou [B, A])`: index into M for positives,
+        `NEGATIVE` for the rest (ATSS has no ignored anchors); `iou` is the
+        anchor's IoU with its matched box (its best IoU for background). An
+        anchor that is positive for several objects takes the one of highest IoU.
+
+    Raises:
+        ValueError: `topk` < 1.
+    """
+    if int(topk) < 1:
+        raise ValueError(f"topk={topk}: ATSS takes at least one candidate anchor per level")
+    anchors = tf.convert_to_tensor(anchors, tf.float32)
+    gt_boxes = tf.convert_to_tensor(gt_boxes, tf.float32)
+    iou = pairwise_iou(anchors, gt_boxes)  # [B, A, M]
+    gt_valid = tf.convert_to_tensor(gt_valid, tf.bool)
+    iou, gt_valid = _at_least_one_column(iou, gt_valid)
+    gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, tf.maximum(1 - tf.shape(gt_boxes)[1], 0)], [0, 0]])  # as the IoU
+    anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # [A, 2]
+    gt_centers = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2.0  # [B, M, 2]
+    distance = tf.norm(anchor_centers[None, :, None, :] - gt_centers[:, None, :, :], axis=-1)  # [B, A, M]
+    candidates = []
+    start = 0
+    for count in level_counts:
+        level = tf.transpose(distance[:, start : start + count, :], [0, 2, 1])  # [B, M, A_l]
+        k = tf.minimum(int(topk), tf.shape(level)[2])
+        kth = -tf.math.top_k(-level, k=k, sorted=True).values[..., -1:]  # [B, M, 1]
+        candidates.append(tf.transpose(level <= kth, [0, 2, 1]))
+        start = start + count
+    candidate = tf.concat(candidates, axis=1) & gt_valid[:, None, :]  # [B, A, M]
+    weight = tf.cast(candidate, tf.float32)
+    n = tf.maximum(tf.reduce_sum(weight, axis=1, keepdims=True), 1.0)
+    mean = tf.reduce_sum(iou * weight, axis=1, keepdims=True) / n
+    std = tf.sqrt(tf.reduce_sum(tf.square(iou - mean) * weight, axis=1, keepdims=True) / tf.maximum(n - 1.0, 1.0))
+    inside = tf.reduce_all(
+        (anchor_centers[None, :, None, :] > gt_boxes[:, None, :, :2])
+        & (anchor_centers[None, :, None, :] < gt_boxes[:, None, :, 2:]),
+        axis=-1,
+    )
+    positive = candidate & (iou >= mean + std) & inside & (iou > 0.0)
+    masked = tf.where(positive, iou, -1.0)
+    matched = tf.cast(tf.argmax(masked, axis=2), tf.int32)
+    matched = tf.where(tf.reduce_any(positive, axis=2), matched, NEGATIVE)
+    return matched, tf.maximum(tf.reduce_max(iou, axis=2), 0.0)

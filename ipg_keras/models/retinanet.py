@@ -13,13 +13,14 @@ from ipg_keras.layers import FeaturePyramid, PredictionHead
 from ipg_keras.models.anchors import AnchorGenerator
 from ipg_keras.models.detector import Detector, check_images
 from ipg_keras.models.losses import giou_loss, quality_focal_loss, sigmoid_focal_loss, smooth_l1_loss
-from ipg_keras.models.matching import match_anchors
+from ipg_keras.models.matching import match_anchors, match_anchors_atss
 from ipg_keras.models.targets import global_positive_count
 from ipg_keras.ops.boxes import BoxCoder, clip_boxes, elementwise_iou
 from ipg_keras.ops.nms import batched_class_aware_nms
 
 BOX_LOSSES = ("smooth_l1", "giou")
 CLS_LOSSES = ("focal", "quality_focal")
+MATCHERS = ("iou", "atss")
 
 
 @keras.saving.register_keras_serializable(package="ipg_keras")
@@ -51,7 +52,13 @@ class IPGRetinaNet(Detector):
         min_level, max_level: FPN levels (3..7 in RetinaNet).
         fpn_channels, head_width, head_depth, head_norm: FPN and head sizes.
         anchor_size, anchor_scales, aspect_ratios: anchors (4 x stride, 3 scales, 3 ratios).
-        positive_iou, negative_iou: matching thresholds (0.5 / 0.4).
+        matcher: `"iou"` (RetinaNet: fixed thresholds `positive_iou` /
+            `negative_iou`, 0.5 / 0.4, best anchor of each object also positive) or
+            `"atss"` (Zhang et al. 2020, ATSS: per object, the `atss_topk` anchors
+            per level nearest its centre are candidates, positive at IoU >= their
+            mean + std with the centre inside the box; `ipg_keras.models.matching`).
+        positive_iou, negative_iou: matching thresholds of the `"iou"` matcher.
+        atss_topk: candidates per level and object of the `"atss"` matcher (9).
         cls_loss: `"focal"` (Lin et al. 2017: targets 1 for the matched class at
             positive anchors, `focal_alpha` / `focal_gamma`) or `"quality_focal"`
             (Li et al. 2020, GFL: the target is the IoU of the anchor's decoded
@@ -89,6 +96,8 @@ class IPGRetinaNet(Detector):
         aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
         positive_iou: float = 0.5,
         negative_iou: float = 0.4,
+        matcher: str = "iou",
+        atss_topk: int = 9,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         cls_loss: str = "focal",
@@ -108,6 +117,10 @@ class IPGRetinaNet(Detector):
             raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}.")
         if cls_loss not in CLS_LOSSES:
             raise ValueError(f"cls_loss must be one of {CLS_LOSSES}, got {cls_loss!r}.")
+        if matcher not in MATCHERS:
+            raise ValueError(f"matcher must be one of {MATCHERS}, got {matcher!r}.")
+        if int(atss_topk) < 1:
+            raise ValueError(f"atss_topk must be >= 1, got {atss_topk!r}.")
         self._init_box_format(bounding_box_format)
         self._init_backbone(num_classes, backbone, ipg, backbone_weights, backbone_kwargs)
         self.min_level, self.max_level = int(min_level), int(max_level)
@@ -136,6 +149,8 @@ class IPGRetinaNet(Detector):
             aspect_ratios=[float(r) for r in aspect_ratios],
             positive_iou=float(positive_iou),
             negative_iou=float(negative_iou),
+            matcher=matcher,
+            atss_topk=int(atss_topk),
             focal_alpha=float(focal_alpha),
             focal_gamma=float(focal_gamma),
             cls_loss=cls_loss,
@@ -170,7 +185,13 @@ class IPGRetinaNet(Detector):
         gt_boxes, gt_classes, gt_valid = self.unpack_targets(x, y)
         cfg = self._config
         anchors = self.anchors_for(x)
-        matched, _ = match_anchors(anchors, gt_boxes, gt_valid, cfg["positive_iou"], cfg["negative_iou"])
+        if cfg["matcher"] == "atss":
+            shape = ops.shape(x)
+            counts = [self.anchor_generator.level_count(l, shape[1], shape[2])
+                      for l in range(self.min_level, self.max_level + 1)]
+            matched, _ = match_anchors_atss(anchors, counts, gt_boxes, gt_valid, cfg["atss_topk"])
+        else:
+            matched, _ = match_anchors(anchors, gt_boxes, gt_valid, cfg["positive_iou"], cfg["negative_iou"])
         positive = matched >= 0
         trained = positive | (matched == -1)  # positives and background; "ignore" is not trained
         index = ops.maximum(matched, 0)

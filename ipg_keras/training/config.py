@@ -67,8 +67,11 @@ class ModelConfig:
     # RetinaNet anchors and matching (see `ipg-train CONFIG --check-anchors` for how they fit the boxes)
     anchor_scales: list[float] = field(default_factory=lambda: [1.0, 2 ** (1 / 3), 2 ** (2 / 3)])
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # height / width
+    # iou: fixed thresholds positive_iou / negative_iou (RetinaNet); atss: adaptive per object (ATSS, atss_topk)
+    matcher: str = "iou"
     positive_iou: float = 0.5
     negative_iou: float = 0.4
+    atss_topk: int = 9
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     # focal | quality_focal (GFL: the class score is trained toward the predicted box's IoU)
@@ -341,6 +344,7 @@ def validate(config: ExperimentConfig) -> None:
         "model.head_norm": (m.head_norm, (None, "group")),
         "model.box_loss": (m.box_loss, ("smooth_l1", "giou")),
         "model.cls_loss": (m.cls_loss, ("focal", "quality_focal")),
+        "model.matcher": (m.matcher, ("iou", "atss")),
         "data.source": (config.data.source, ("synthetic", "tfds", "coco_json", "pascal_voc")),
         "data.sampling": (config.data.sampling, ("grid", "random")),
         "train.optimizer": (t.optimizer, ("sgd", "adam", "adamw")),
@@ -374,6 +378,7 @@ def validate(config: ExperimentConfig) -> None:
         if not ok:
             raise ConfigError(f"Config key {key!r}: {value!r} {rule}.")
 
+    check(m.atss_topk >= 1, "model.atss_topk", m.atss_topk, "must be >= 1 (candidate anchors per level)")
     check(0 < m.negative_iou <= m.positive_iou <= 1, "model.negative_iou / model.positive_iou",
           (m.negative_iou, m.positive_iou), "must satisfy 0 < negative_iou <= positive_iou <= 1")
     check(len(m.anchor_scales) >= 1 and min(m.anchor_scales) > 0, "model.anchor_scales", m.anchor_scales,
@@ -429,7 +434,8 @@ def validate(config: ExperimentConfig) -> None:
 FASTER_RCNN_ONLY = ("rpn_head_width", "roi_head_width", "num_rois", "pre_nms_topk_train", "post_nms_topk_train",
                     "pre_nms_topk_test", "post_nms_topk_test")
 RETINANET_ONLY = ("head_width", "head_depth", "head_norm", "box_loss", "box_loss_weight", "anchor_scales",
-                  "aspect_ratios", "positive_iou", "negative_iou", "focal_alpha", "focal_gamma", "cls_loss")
+                  "aspect_ratios", "positive_iou", "negative_iou", "focal_alpha", "focal_gamma", "cls_loss",
+                  "matcher", "atss_topk")
 AUGMENT_KEYS = ("horizontal_flip", "vertical_flip", "rotate90", "scale_range", "brightness", "contrast",
                 "saturation", "hue", "channel_gain", "blur", "blur_sigma", "copy_paste", "copy_paste_count")
 SYNTHETIC_ONLY = ("num_train_images", "num_val_images", "min_object_size", "max_object_size", "max_objects")
@@ -451,6 +457,9 @@ _CONDITIONAL_KEYS: list[tuple[str, Any, str, tuple]] = [
     *[(f"data.{k}", lambda c: bool(c.data.augment), "data.augment=true", ()) for k in AUGMENT_KEYS],
     ("data.blur_sigma", lambda c: c.data.blur > 0, "data.blur > 0", ()),
     ("data.copy_paste_count", lambda c: c.data.copy_paste > 0, "data.copy_paste > 0", ()),
+    *[(f"model.{k}", lambda c: c.model.matcher == "iou", "model.matcher=iou (ATSS sets its own thresholds)", ())
+      for k in ("positive_iou", "negative_iou")],
+    ("model.atss_topk", lambda c: c.model.matcher == "atss", "model.matcher=atss", ()),
     ("model.focal_alpha", lambda c: c.model.cls_loss == "focal",
      "model.cls_loss=focal (the quality focal loss has no alpha)", ()),
     ("model.fusion_init", lambda c: c.model.ipg and c.model.fusion != "gated",

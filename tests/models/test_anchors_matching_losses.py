@@ -101,3 +101,84 @@ def test_smooth_l1_and_giou_loss_known_values():
     boxes = np.array([[0, 0, 10, 10]], "float32")
     np.testing.assert_allclose(np.asarray(giou_loss(boxes, boxes)), [0.0], atol=1e-6)
     np.testing.assert_allclose(np.asarray(giou_loss(boxes, boxes + np.float32([20, 0, 20, 0]))), [4 / 3], rtol=1e-5)
+
+
+def _atss_reference(anchors, counts, gt, valid, topk):
+    """ATSS (Zhang et al. 2020, Alg. 1) written out with loops, for one batch element at a time."""
+    from ipg_keras.ops.boxes import pairwise_iou
+
+    iou = np.asarray(pairwise_iou(anchors, gt))
+    centers = (anchors[:, :2] + anchors[:, 2:]) / 2
+    out = np.full(iou.shape[:2], NEGATIVE)
+    for b in range(gt.shape[0]):
+        positive = np.zeros((len(anchors), gt.shape[1]), bool)
+        for m in range(gt.shape[1]):
+            if not valid[b, m]:
+                continue
+            g = gt[b, m]
+            dist = np.linalg.norm(centers - (g[:2] + g[2:]) / 2, axis=1)
+            cand, start = [], 0
+            for count in counts:
+                d = dist[start:start + count]
+                kth = np.sort(d)[min(topk, count) - 1]
+                cand += list(start + np.flatnonzero(d <= kth))
+                start += count
+            cand = np.array(cand)
+            thr = iou[b, cand, m].mean() + iou[b, cand, m].std(ddof=1)
+            for a in cand:
+                inside = np.all(centers[a] > g[:2]) and np.all(centers[a] < g[2:])
+                positive[a, m] = iou[b, a, m] >= thr and inside and iou[b, a, m] > 0
+        for a in range(len(anchors)):
+            if positive[a].any():
+                out[b, a] = int(np.argmax(np.where(positive[a], iou[b, a], -1)))
+    return out
+
+
+def test_atss_matches_a_loop_reference_on_random_boxes():
+    from ipg_keras.models.matching import match_anchors_atss
+
+    generator = AnchorGenerator(3, 5, 4.0, (1.0, 2 ** 0.5), (0.5, 1.0, 2.0))
+    anchors = np.asarray(generator(128, 128))
+    counts = generator.level_sizes(128, 128)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(0, 100, (2, 6, 2))
+    wh = rng.uniform(6, 60, (2, 6, 2))
+    gt = np.concatenate([xy, xy + wh], -1).astype("float32")
+    valid = np.array([[True] * 6, [True, True, True, False, False, False]])
+    for topk in (1, 9):
+        matched, _ = match_anchors_atss(anchors, counts, gt, valid, topk)
+        expected = _atss_reference(anchors, counts, gt, valid, topk)
+        np.testing.assert_array_equal(np.asarray(matched), expected)
+        assert (expected >= 0).sum() > 6  # every object got positives, several for most
+        assert not np.isin(np.asarray(matched)[1], [3, 4, 5]).any()  # padding is never matched
+
+
+def test_atss_gives_a_small_object_positives_where_iou_05_gives_none():
+    """An 11 px object: no anchor reaches IoU 0.5 (16 px anchors at stride 8), so the fixed rule
+    leaves it unlearned without the low-quality rescue; ATSS's adaptive threshold gives it positives."""
+    from ipg_keras.models.matching import match_anchors_atss
+
+    generator = AnchorGenerator(3, 4, 2.0, (1.0,), (1.0,))
+    anchors = np.asarray(generator(64, 64))
+    gt = np.array([[[20, 21, 31, 32]]], "float32")
+    valid = np.ones((1, 1), bool)
+    fixed, best = match_anchors(anchors, gt, valid, 0.5, 0.4, allow_low_quality_matches=False)
+    assert float(np.max(best)) < 0.5 and not (np.asarray(fixed) >= 0).any()
+    atss, _ = match_anchors_atss(anchors, generator.level_sizes(64, 64), gt, valid)
+    positives = np.flatnonzero(np.asarray(atss)[0] >= 0)
+    assert len(positives) >= 1
+    centers = (anchors[positives, :2] + anchors[positives, 2:]) / 2
+    assert np.all((centers > gt[0, 0, :2]) & (centers < gt[0, 0, 2:]))  # centres inside the box
+
+
+def test_atss_without_objects_is_all_background_and_rejects_topk_0():
+    from ipg_keras.models.matching import match_anchors_atss
+
+    generator = AnchorGenerator(3, 4, 4.0, (1.0,), (1.0,))
+    anchors = np.asarray(generator(64, 64))
+    matched, _ = match_anchors_atss(anchors, generator.level_sizes(64, 64), np.zeros((2, 0, 4), "float32"),
+                                    np.zeros((2, 0), bool))
+    assert np.asarray(matched).shape == (2, len(anchors)) and np.all(np.asarray(matched) == NEGATIVE)
+    with pytest.raises(ValueError, match="topk=0"):
+        match_anchors_atss(anchors, generator.level_sizes(64, 64), np.zeros((1, 1, 4), "float32"),
+                           np.ones((1, 1), bool), topk=0)

@@ -226,3 +226,20 @@ def test_decode_predictions_can_name_the_fpn_level_of_each_detection(trained):
     scores = tf.sigmoid(raw["cls"][0]).numpy().max(-1)
     level_of_anchor = np.repeat(np.arange(model.min_level, model.max_level + 1), counts)
     assert levels[0, 0] == level_of_anchor[np.argmax(scores)]
+
+
+def test_atss_matcher_trains_round_trips_and_rejects_unknown_matchers(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = tiny_retinanet(matcher="atss", atss_topk=4)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    x, y = toy_batch()
+    h = model.fit(tf.data.Dataset.from_tensors((x, y)).repeat(20), epochs=1, verbose=0).history
+    assert np.isfinite(h["cls_loss"][-1]) and 0 < h["box_loss"][-1] < 10
+    path = tmp_path / "atss.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config()["matcher"] == "atss" and loaded.get_config()["atss_topk"] == 4
+    with pytest.raises(ValueError, match="matcher must be one of"):
+        IPGRetinaNet(3, matcher="hungarian")
+    with pytest.raises(ValueError, match="atss_topk"):
+        IPGRetinaNet(3, matcher="atss", atss_topk=0)

@@ -26,7 +26,7 @@ KEY_USES = {
         "ipg_out_ratio", "ipg_levels", "fusion", "fusion_init", "pyramid_method", "min_level", "max_level", "fpn_channels",
         "head_width", "head_depth", "head_norm", "batchnorm", "anchor_size", "box_loss", "box_loss_weight",
         "score_threshold", "nms_iou_threshold", "max_detections", "anchor_scales", "aspect_ratios", "positive_iou",
-        "negative_iou", "focal_alpha", "focal_gamma", "cls_loss")},
+        "negative_iou", "focal_alpha", "focal_gamma", "cls_loss", "matcher", "atss_topk")},
     # Faster R-CNN's optional sizes: FASTER_RCNN_OPTIONAL, read by build_model.
     **{f"model.{k}": "FASTER_RCNN_OPTIONAL" for k in (
         "rpn_head_width", "roi_head_width", "num_rois", "pre_nms_topk_train", "post_nms_topk_train",
@@ -115,6 +115,12 @@ def test_every_key_is_read_where_the_audit_says(key):
         ("synthetic_retinanet_cpu", ["model.cls_loss=quality_focal", "model.focal_alpha=0.5"],
          "'model.focal_alpha'.*cls_loss=focal"),
         ("synthetic_retinanet_cpu", ["model.cls_loss=varifocal"], "model.cls_loss"),
+        ("synthetic_retinanet_cpu", ["model.matcher=hungarian"], "model.matcher"),
+        ("synthetic_retinanet_cpu", ["model.matcher=atss", "model.positive_iou=0.6"],
+         "'model.positive_iou'.*matcher=iou"),
+        ("synthetic_retinanet_cpu", ["model.atss_topk=5"], "'model.atss_topk'.*matcher=atss"),
+        ("synthetic_retinanet_cpu", ["model.matcher=atss", "model.atss_topk=0"], "model.atss_topk.*>= 1"),
+        ("synthetic_faster_rcnn_cpu", ["model.matcher=atss"], "'model.matcher'.*model.type=retinanet"),
     ],
 )
 def test_keys_that_would_do_nothing_are_rejected(config, overrides, message):
@@ -126,6 +132,9 @@ def test_neutral_and_matching_values_are_accepted():
     assert load_config("synthetic_retinanet_cpu", ["train.weight_decay=0.0"]).train.weight_decay == 0.0  # adam
     qfl = load_config("synthetic_retinanet_cpu", ["model.cls_loss=quality_focal", "model.focal_gamma=1.5"])
     assert train_module.build_model(qfl, 2).get_config()["cls_loss"] == "quality_focal"
+    atss = train_module.build_model(load_config("synthetic_retinanet_cpu", ["model.matcher=atss",
+                                                                          "model.atss_topk=5"]), 2).get_config()
+    assert (atss["matcher"], atss["atss_topk"]) == ("atss", 5)
     blur = train_module.augment_config(load_config("synthetic_retinanet_cpu", ["data.blur=0.5",
                                                                                "data.blur_sigma=[0.3, 1.2]"]).data)
     assert (blur.blur, blur.blur_sigma) == (0.5, (0.3, 1.2))
