@@ -113,29 +113,26 @@ def match_anchors_atss(anchors, level_counts, gt_boxes, gt_valid, topk: int = 9)
     gt_valid = tf.convert_to_tensor(gt_valid, tf.bool)
     iou, gt_valid = _at_least_one_column(iou, gt_valid)
     gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, tf.maximum(1 - tf.shape(gt_boxes)[1], 0)], [0, 0]])  # as the IoU
-    anchor_centers = (anchors[:, :2] + anchors[:, 2:]) / 2.0  # [A, 2]
-    gt_centers = (gt_boxes[..., :2] + gt_boxes[..., 2:]) / 2.0  # [B, M, 2]
-    distance = tf.norm(anchor_centers[None, :, None, :] - gt_centers[:, None, :, :], axis=-1)  # [B, A, M]
+    # Objects on the middle axis ([B, M, A]): per-level top-k and the candidates' statistics run along A.
+    iou = tf.transpose(iou, [0, 2, 1])
+    ax, ay = (anchors[:, 0] + anchors[:, 2]) / 2.0, (anchors[:, 1] + anchors[:, 3]) / 2.0  # [A]
+    x1, y1, x2, y2 = (gt_boxes[..., k : k + 1] for k in range(4))  # [B, M, 1]
+    squared_distance = tf.square(ax - (x1 + x2) / 2.0) + tf.square(ay - (y1 + y2) / 2.0)  # [B, M, A]
     candidates = []
     start = 0
     for count in level_counts:
-        level = tf.transpose(distance[:, start : start + count, :], [0, 2, 1])  # [B, M, A_l]
+        level = squared_distance[:, :, start : start + count]
         k = tf.minimum(int(topk), tf.shape(level)[2])
         kth = -tf.math.top_k(-level, k=k, sorted=True).values[..., -1:]  # [B, M, 1]
-        candidates.append(tf.transpose(level <= kth, [0, 2, 1]))
+        candidates.append(level <= kth)
         start = start + count
-    candidate = tf.concat(candidates, axis=1) & gt_valid[:, None, :]  # [B, A, M]
+    candidate = tf.concat(candidates, axis=2) & gt_valid[:, :, None]  # [B, M, A]
     weight = tf.cast(candidate, tf.float32)
-    n = tf.maximum(tf.reduce_sum(weight, axis=1, keepdims=True), 1.0)
-    mean = tf.reduce_sum(iou * weight, axis=1, keepdims=True) / n
-    std = tf.sqrt(tf.reduce_sum(tf.square(iou - mean) * weight, axis=1, keepdims=True) / tf.maximum(n - 1.0, 1.0))
-    inside = tf.reduce_all(
-        (anchor_centers[None, :, None, :] > gt_boxes[:, None, :, :2])
-        & (anchor_centers[None, :, None, :] < gt_boxes[:, None, :, 2:]),
-        axis=-1,
-    )
+    n = tf.maximum(tf.reduce_sum(weight, axis=2, keepdims=True), 1.0)
+    mean = tf.reduce_sum(iou * weight, axis=2, keepdims=True) / n
+    std = tf.sqrt(tf.reduce_sum(tf.square(iou - mean) * weight, axis=2, keepdims=True) / tf.maximum(n - 1.0, 1.0))
+    inside = (ax > x1) & (ax < x2) & (ay > y1) & (ay < y2)
     positive = candidate & (iou >= mean + std) & inside & (iou > 0.0)
-    masked = tf.where(positive, iou, -1.0)
-    matched = tf.cast(tf.argmax(masked, axis=2), tf.int32)
-    matched = tf.where(tf.reduce_any(positive, axis=2), matched, NEGATIVE)
-    return matched, tf.maximum(tf.reduce_max(iou, axis=2), 0.0)
+    matched = tf.cast(tf.argmax(tf.where(positive, iou, -1.0), axis=1), tf.int32)  # [B, A]
+    matched = tf.where(tf.reduce_any(positive, axis=1), matched, NEGATIVE)
+    return matched, tf.maximum(tf.reduce_max(iou, axis=1), 0.0)
