@@ -71,6 +71,10 @@ def anchor_check_report(cfg: ExperimentConfig) -> tuple[str, dict]:
         "proposed:   " + proposed.summary(),
         "apply with: " + " ".join(f"--set {k}={_yaml(v)}" for k, v in proposal.items()),
     ]
+    if m.matcher == "atss":
+        lines.append(f"model.matcher=atss: each box's positives are the anchors among its {m.atss_topk} nearest per "
+                     "level at IoU >= their mean + std, so a box below the IoU above still gets positives; the "
+                     "coverage figures compare anchor sets, they are not the matcher's threshold")
     return "\n".join(lines), proposal
 
 

@@ -110,6 +110,9 @@ def test_check_anchors_reports_the_coverage_of_a_tiny_voc_folder(tmp_path, capsy
     assert "sqrt(w*h) p1 17.0, p10 25.6, median 64.0" in out  # boxes of 64, 64 and 16 px
     proposed = out.split("proposed:")[1]
     assert "0.0% of 3 boxes have no anchor" in proposed and "apply with: --set model.anchor_size=1 " in out
+    assert "model.matcher=atss" not in out
+    assert main([str(config), "--check-anchors", "--set", "model.matcher=atss"]) == 0
+    assert "model.matcher=atss: each box's positives are the anchors among its 9 nearest" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------ data config keys
