@@ -109,7 +109,7 @@ class AnchorGenerator:
         )
 
     def level_sizes(self, height: int, width: int) -> list[int]:
-        """Number of anchors per level (static sizes, for slicing flat outputs by level)."""
+        """Number of anchors per level, for slicing flat outputs by level (ints for int sizes, else tensors)."""
         return [self.level_count(l, height, width) for l in range(self.min_level, self.max_level + 1)]
 
     def get_config(self):

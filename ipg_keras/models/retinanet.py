@@ -186,9 +186,7 @@ class IPGRetinaNet(Detector):
         cfg = self._config
         anchors = self.anchors_for(x)
         if cfg["matcher"] == "atss":
-            shape = ops.shape(x)
-            counts = [self.anchor_generator.level_count(l, shape[1], shape[2])
-                      for l in range(self.min_level, self.max_level + 1)]
+            counts = self.anchor_generator.level_sizes(ops.shape(x)[1], ops.shape(x)[2])
             matched, _ = match_anchors_atss(anchors, counts, gt_boxes, gt_valid, cfg["atss_topk"])
         else:
             matched, _ = match_anchors(anchors, gt_boxes, gt_valid, cfg["positive_iou"], cfg["negative_iou"])
