@@ -154,7 +154,7 @@ def test_trees_recipe_table_lists_finished_and_missing_variants(tmp_path):
     rows = recipe.table(tmp_path).splitlines()
     assert rows[2] == ("| recipe | (the config) | 3000 | 0.110 / 0.360 (400) | 0.127 / 0.401 / 0.044 / 0.074 "
                        "| 2081 |")
-    assert rows[3].startswith("| P2_min2 | model.min_level=2 | not run |")  # stopped early: not finished
+    assert rows[3].startswith("| P2_min2 | model.min_level=2 train.max_minutes=150 | not run |")  # stopped early: not finished
     assert len(rows) == 2 + len(recipe.VARIANTS)
 
 
