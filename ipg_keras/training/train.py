@@ -309,8 +309,8 @@ def build_model(cfg: ExperimentConfig, num_classes: int) -> keras.Model:
             **common, min_level=m.min_level, max_level=m.max_level, fpn_channels=m.fpn_channels,
             head_width=m.head_width, head_depth=m.head_depth, head_norm=m.head_norm,
             anchor_scales=m.anchor_scales, aspect_ratios=m.aspect_ratios, positive_iou=m.positive_iou,
-            negative_iou=m.negative_iou, matcher=m.matcher, atss_topk=m.atss_topk, focal_alpha=m.focal_alpha, focal_gamma=m.focal_gamma,
-            cls_loss=m.cls_loss, box_loss=m.box_loss, box_loss_weight=m.box_loss_weight,
+            negative_iou=m.negative_iou, matcher=m.matcher, atss_topk=m.atss_topk, focal_alpha=m.focal_alpha,
+            focal_gamma=m.focal_gamma, cls_loss=m.cls_loss, box_loss=m.box_loss, box_loss_weight=m.box_loss_weight,
         )
     elif m.type == "faster_rcnn":
         from ipg_keras.models import IPGFasterRCNN  # noqa: WPS433 - optional detector
