@@ -363,3 +363,55 @@ def test_trees_ensemble_script_fuses_models_that_err_differently(tmp_path, capsy
     (tmp_path / "a").rename(tmp_path / "other" / "b")
     with pytest.raises(SystemExit):  # two folders named b: the rows could not tell them apart
         bench.main([str(tmp_path / "other" / "b"), str(tmp_path / "b")])
+
+
+def test_trees_inference_checks_script_adapts_batchnorm_and_predicts_whole_images(tmp_path, capsys):
+    """AdaBN moves the moving statistics by alpha and restores the momentum; every setting scores 1 and 4 views."""
+    import keras
+    import numpy as np
+    from PIL import Image
+
+    from model_helpers import tiny_retinanet
+
+    bench = _load("trees_inference_checks")
+    keras.utils.set_random_seed(0)
+    model = tiny_retinanet(num_classes=1, score_threshold=0.0)
+    model(np.zeros((1, 128, 128, 3), "float32"))
+    tiles = np.random.default_rng(0).uniform(0, 255, (4, 128, 128, 3)).astype("float32")
+    bns = [l for l in model._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)]
+    before = [l.moving_mean.numpy().copy() for l in bns]
+    assert bench.adapt_batchnorm(model, tiles, alpha=0.0) == len(bns) > 0
+    assert all(np.allclose(b, l.moving_mean.numpy()) for b, l in zip(before, bns))  # alpha 0: unchanged
+    bench.adapt_batchnorm(model, tiles, alpha=0.5)
+    half = [l.moving_mean.numpy().copy() for l in bns]
+    assert not np.allclose(before[0], half[0])
+    momentum = bns[0].momentum
+    bench.adapt_batchnorm(model, tiles, alpha=1.0)
+    full = bns[0].moving_mean.numpy()
+    np.testing.assert_allclose(half[0], (before[0] + full) / 2, rtol=1e-4, atol=1e-5)  # the mix of old and new
+    assert bns[0].momentum == momentum
+    # The whole-image predictor pads a 200 x 160 image to 256 x 256 and returns boxes inside the image.
+    image = np.zeros((160, 200, 3), "float32")
+    image[20:60, 30:70] = 250.0
+    out = bench.whole_image_predictor(model)(image)
+    assert out["boxes"].shape[1] == 4 and len(out["boxes"]) == len(out["scores"]) > 0
+    assert out["boxes"][:, 2].max() <= 200 and out["boxes"][:, 3].max() <= 160
+    # The script end to end on a VOC folder with one tree.
+    folder = tmp_path / "val"
+    folder.mkdir()
+    Image.fromarray(image.astype("uint8")).save(folder / "plot.png")
+    (folder / "plot.xml").write_text("<annotation><filename>plot.png</filename><size><width>200</width><height>160"
+                                     "</height><depth>3</depth></size><object><name>Tree</name><bndbox><xmin>30</xmin>"
+                                     "<ymin>20</ymin><xmax>70</xmax><ymax>60</ymax></bndbox></object></annotation>")
+    model.save(tmp_path / "tiny.keras")
+    out_json = tmp_path / "checks.json"
+    assert bench.main([str(tmp_path / "tiny.keras"), "--annotations", str(folder), "--image-size", "128",
+                       "--max-detections", "50", "--settings", "config,model_nms=0.7,whole_image,adabn=1.0",
+                       "--scales", "1", "--output", str(out_json)]) == 0
+    rows = json.loads(out_json.read_text())["rows"]
+    assert [(r["setting"], r["views"]) for r in rows] == [(s, v) for s in ("config", "model_nms=0.7", "whole_image",
+                                                                              "adabn=1.0") for v in (1, 4)]
+    assert all(-1.0 <= r["AP"] <= 1.0 for r in rows)
+    assert "| whole_image | 4 |" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="unknown setting"):
+        bench.run(str(tmp_path / "tiny.keras"), str(folder), 128, 50, ["softnms"])
