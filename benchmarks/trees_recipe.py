@@ -74,6 +74,11 @@ VARIANTS: dict[str, list[str]] = {
     "zoom075": ["data.tile_size=512"],
     # The config itself with another seed: how far apart two runs of the same recipe land.
     "seed1": ["train.seed=1"],
+    # Depth, and for ResNet-50 the bottleneck's 4x wider stage outputs (C3: 128 channels at width 0.25, against 32 for
+    # ResNet-18): the small crowns are missed even on the train plot, which points at the features at P3.
+    "r34": ["model.backbone=resnet34"],
+    "r50": ["model.backbone=resnet50"],
+    "lr2e3_width05": ["train.learning_rate=0.002", "model.width_multiplier=0.5"],
     "init_synth": ["train.init_from=benchmarks/results/ipg_study/study/runs/synthetic/ipg/seed0/model.keras"],
 }
 KEEP = ("config.yaml", "history.csv", "metrics.json", "training_curves.png")
