@@ -79,20 +79,24 @@ def grid_tiles(images: list[np.ndarray], tile: int, overlap: float) -> np.ndarra
 
 
 def whole_image_predictor(model):
-    """`predict(image [H, W, 3]) -> {"boxes", "scores", "classes"}`: one forward pass of the zero-padded image."""
+    """`predict(image [H, W, 3]) -> {"boxes", "scores", "classes"}`: one forward pass of the zero-padded image.
+
+    The image is padded bottom/right to a multiple of the detector's `size_multiple` and predicted by
+    `predict_image(mode="direct")`; boxes are clipped to the image itself.
+    """
+    from ipg_keras.inference import predict_image
+
     multiple = int(getattr(model, "size_multiple", 128))
 
     def predict(image: np.ndarray) -> dict:
         h, w = image.shape[:2]
-        padded = np.zeros([1, -(-h // multiple) * multiple, -(-w // multiple) * multiple, 3], np.float32)
-        padded[0, :h, :w] = image
-        out = model.predict_on_batch(padded)
-        n = int(np.asarray(out["num_detections"])[0])
-        boxes = np.asarray(out["boxes"])[0, :n].astype(np.float32)
+        padded = np.zeros([-(-h // multiple) * multiple, -(-w // multiple) * multiple, 3], np.float32)
+        padded[:h, :w] = image
+        out = predict_image(model, padded, "direct")
+        boxes = out["boxes"]
         boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, w)
         boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, h)
-        return {"boxes": boxes, "scores": np.asarray(out["scores"])[0, :n].astype(np.float32),
-                "classes": np.asarray(out["classes"])[0, :n].astype(np.int32)}
+        return {**out, "boxes": boxes}
 
     return predict
 
