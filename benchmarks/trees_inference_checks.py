@@ -66,16 +66,10 @@ def adapt_batchnorm(model, tiles: np.ndarray, alpha: float = 1.0) -> int:
 
 def grid_tiles(images: list[np.ndarray], tile: int, overlap: float) -> np.ndarray:
     """The tiles sliced inference cuts from `images` (`ipg_keras.data.tiling.tile_grid`), as one float32 batch."""
-    from ipg_keras.data.tiling import tile_grid
+    from ipg_keras.data.tiling import cut_tile, tile_grid
 
-    out = []
-    for image in images:
-        h, w = image.shape[:2]
-        for x1, y1, x2, y2 in tile_grid(h, w, tile, int(round(tile * overlap))):
-            crop = np.zeros([tile, tile, 3], np.float32)
-            crop[: y2 - y1, : x2 - x1] = image[y1:y2, x1:x2]
-            out.append(crop)
-    return np.stack(out)
+    return np.stack([cut_tile(image, window, tile) for image in images
+                     for window in tile_grid(*image.shape[:2], tile, int(round(tile * overlap)))])
 
 
 def whole_image_predictor(model):

@@ -35,7 +35,9 @@ from ipg_keras.data.pipeline import make_batches, make_eval_batches, to_original
 from ipg_keras.data.records import ImageRecord, ParsedDataset, records_to_dataset
 from ipg_keras.data.report import DataError, LoadReport
 from ipg_keras.data.tfds_loader import from_tfds
-from ipg_keras.data.tiling import TILE_ID_STRIDE, random_tile, random_tiles, tile_dataset, tile_grid, tile_starts
+from ipg_keras.data.tiling import (
+    TILE_ID_STRIDE, cut_tile, random_tile, random_tiles, tile_dataset, tile_grid, tile_starts,
+)
 
 from ipg_keras.data.synthetic import CLASS_NAMES as SYNTHETIC_CLASS_NAMES
 from ipg_keras.data.synthetic import synthetic_dataset
@@ -60,6 +62,7 @@ __all__ = [
     "class_key",
     "color_jitter",
     "copy_paste",
+    "cut_tile",
     "random_blur",
     "find_image_files",
     "from_coco_json",

@@ -1,6 +1,6 @@
 """Cutting large images into overlapping tiles, for training (`tile_dataset`, or
 `random_tiles`: new random windows every pass) and for sliced inference
-(`tile_grid`, used by `ipg_keras.inference.sliced`).
+(`tile_grid` and `cut_tile`, used by `ipg_keras.inference.sliced`).
 
 Tiles are laid on a regular grid with stride `tile_size - overlap`; the last
 tile of a row/column is moved back so that it ends at the image border
@@ -54,6 +54,19 @@ def tile_grid(height: int, width: int, tile_size: int, overlap: int) -> np.ndarr
         (x, y, min(x + tile_size, width), min(y + tile_size, height)) for y in ys for x in xs
     ]
     return np.asarray(out, np.int64).reshape(-1, 4)
+
+
+def cut_tile(image: np.ndarray, window, tile_size: int) -> np.ndarray:
+    """The pixels of one `tile_grid` window: float32 `[tile_size, tile_size, C]`.
+
+    `image` is `[H, W, C]`, `window` (x1, y1, x2, y2) in its pixels. A window
+    shorter than `tile_size` (an image smaller than a tile) is zero-padded at
+    the bottom/right, so every tile has one shape and boxes keep their pixels.
+    """
+    x1, y1, x2, y2 = (int(v) for v in window)
+    tile = np.zeros([tile_size, tile_size, image.shape[-1]], np.float32)
+    tile[: y2 - y1, : x2 - x1] = image[y1:y2, x1:x2]
+    return tile
 
 
 def _tile_starts_tf(length, tile_size: int, stride: int):

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from ipg_keras.data.tiling import tile_grid
+from ipg_keras.data.tiling import cut_tile, tile_grid
 from ipg_keras.ops.nms import class_aware_nms_indices
 
 Predictor = Callable[[np.ndarray], Mapping[str, object]]
@@ -106,9 +106,8 @@ def sliced_predict(
             full = np.zeros([net, net, 3], np.float32)
             full[:nh, :nw] = tf.image.resize(img, [nh, nw], antialias=True).numpy()
             return full, 0, 0, 1.0 / s
-        x1, y1, x2, y2 = job
-        tile = np.zeros([tile_size, tile_size, 3], np.float32)
-        tile[: y2 - y1, : x2 - x1] = img[y1:y2, x1:x2]
+        x1, y1 = job[:2]
+        tile = cut_tile(img, job, tile_size)
         if net != tile_size:
             tile = tf.image.resize(tile, [net, net], antialias=True).numpy()
         return tile, x1, y1, tile_size / net

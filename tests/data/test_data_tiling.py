@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from data_helpers import trees  # noqa: F401 (pytest fixture)
 from ipg_keras.data import (
-    TILE_ID_STRIDE, from_pascal_voc, random_tile, random_tiles, tile_dataset, tile_grid, tile_starts,
+    TILE_ID_STRIDE, cut_tile, from_pascal_voc, random_tile, random_tiles, tile_dataset, tile_grid, tile_starts,
 )
 
 
@@ -69,6 +69,22 @@ def test_tile_dataset_clips_boxes_and_applies_min_visible():
     assert got[(40, 0)] == ([[10, 5, 30, 15]], [1], [True])  # box 2 is 44% visible: dropped
     assert got[(0, 40)] == ([], [], [])
     assert got[(40, 40)] == ([], [], [])
+
+
+def test_cut_tile_gives_the_window_pixels_and_zero_pads_short_windows():
+    image = np.arange(30 * 50 * 3, dtype=np.float32).reshape(30, 50, 3)
+    grid = tile_grid(30, 50, 40, 10)  # 50 wide: two windows along x; 30 high: one window shorter than a tile
+    assert grid.tolist() == [[0, 0, 40, 30], [10, 0, 50, 30]]
+    for window in grid:
+        x1, y1, x2, y2 = (int(v) for v in window)
+        tile = cut_tile(image, window, 40)
+        assert tile.shape == (40, 40, 3) and tile.dtype == np.float32
+        np.testing.assert_array_equal(tile[:30], image[y1:y2, x1:x2])
+        assert not tile[30:].any()  # bottom rows beyond the image are zeros
+    # The same pixels as the training tiler's padded tiles.
+    el = _element(30, 50, [[1, 1, 5, 5]])
+    tiles = list(tile_dataset(tf.data.Dataset.from_tensors({**el, "images": tf.constant(image)}), 40, 10))
+    np.testing.assert_array_equal(tiles[1]["images"].numpy(), cut_tile(image, grid[1], 40))
 
 
 def test_tile_dataset_pads_small_images_and_drops_empty():
