@@ -155,6 +155,7 @@ def test_trees_recipe_table_lists_finished_and_missing_variants(tmp_path):
     assert rows[2] == ("| recipe | (the config) | 3000 | 0.110 / 0.360 (400) | 0.127 / 0.401 / 0.044 / 0.074 "
                        "| 2081 |")
     assert rows[3].startswith("| P2_min2 | model.min_level=2 train.max_minutes=150 | not run |")  # stopped early: not finished
+    assert "| faster_rcnn | (trees_faster_rcnn) | not run | - | - | - |" in rows  # a variant of another config
     assert len(rows) == 2 + len(recipe.VARIANTS)
 
 
@@ -415,3 +416,55 @@ def test_trees_inference_checks_script_adapts_batchnorm_and_predicts_whole_image
     assert "| whole_image | 4 |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="unknown setting"):
         bench.run(str(tmp_path / "tiny.keras"), str(folder), 128, 50, ["softnms"])
+
+
+def test_trees_data_scaling_crops_the_voc_image_and_trains_on_the_part(tmp_path, capsys):
+    """A window of a VOC-annotated image becomes its own VOC folder; boxes follow the min_visible rule."""
+    import numpy as np
+    from PIL import Image
+
+    from ipg_keras.data import load_pascal_voc
+
+    scaling = _load("trees_data_scaling")
+    source = tmp_path / "train"
+    source.mkdir()
+    pixels = np.random.default_rng(0).integers(0, 255, (80, 100, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(source / "plot.png")
+    boxes = [(10, 5, 30, 25),   # inside the top half (rows 0-40)
+             (40, 30, 60, 44),  # 10 of 14 rows inside: kept, clipped at y 40
+             (70, 36, 90, 56),  # 4 of 20 rows inside: cut off
+             (5, 50, 25, 70)]   # in the bottom half
+    objects = "".join(f"<object><name>Tree</name><difficult>0</difficult><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+                      f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>" for b in boxes)
+    (source / "plot.xml").write_text(f"<annotation><filename>plot.png</filename><size><width>100</width>"
+                                     f"<height>80</height><depth>3</depth></size>{objects}</annotation>")
+    part = scaling.crop_voc(source / "plot.xml", scaling.PARTS["top"], tmp_path / "top")
+    assert part == {"window": [0, 0, 100, 40], "boxes": 2, "dropped": 2}
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "top" / "plot.png")), pixels[:40])
+    parsed = load_pascal_voc(tmp_path / "top", class_names=["Tree"])  # the package's loader reads the new folder
+    (record,) = parsed.records
+    assert (record.width, record.height) == (100, 40)
+    np.testing.assert_array_equal(record.boxes, [[10, 5, 30, 25], [40, 30, 60, 40]])
+    # The bottom half shifts boxes up by the window's 40 rows.
+    assert scaling.crop_voc(source / "plot.xml", scaling.PARTS["bottom"], tmp_path / "bottom")["boxes"] == 2
+    bottom = load_pascal_voc(tmp_path / "bottom", class_names=["Tree"]).records[0].boxes
+    np.testing.assert_array_equal(bottom, [[70, 0, 90, 16], [5, 10, 25, 30]])
+
+    calls = []
+
+    def fake_train(config, output, overrides):  # the run itself is ipg-train, tested elsewhere
+        calls.append((config, list(overrides)))
+        output.mkdir(parents=True, exist_ok=True)
+        (output / "metrics.json").write_text(json.dumps({"steps_completed": 4, "total_steps": 4, "AP": 0.1}))
+        return 0
+
+    scaling.ipg_train = fake_train
+    argv = ["--part", "top", "--train", str(source), "--out", str(tmp_path / "runs"),
+            "--results", str(tmp_path / "results"), "--set", "train.epochs=1"]
+    assert scaling.main(argv) == 0
+    data = tmp_path / "runs" / "data_top" / "train_data"
+    assert calls == [("trees_retinanet", [f"data.train_annotations={data}", "train.epochs=1"])]
+    assert json.loads((tmp_path / "results" / "data_top" / "metrics.json").read_text())["AP"] == 0.1
+    assert json.loads((tmp_path / "results" / "data_top" / "part.json").read_text())["boxes"] == 2
+    assert scaling.main(argv) == 0 and len(calls) == 1  # finished: skipped
+    assert "skip data_top (finished)" in capsys.readouterr().out
