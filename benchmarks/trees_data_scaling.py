@@ -7,8 +7,8 @@ Every lever of the recipe family lands at val AP 0.15-0.18 and five models fused
 (`benchmarks/RESULTS.md`, "Trees recipe"): the errors are what one sparse train plot teaches about another.
 If so, val AP should fall when the recipe sees less of that plot, and the slope says how much more labelled
 canopy AP 0.20 would take. Each part is a window of the train image written as its own Pascal VOC folder
-(image cropped with PIL, boxes shifted into the window and clipped to it, kept when at least `--min-visible`
-of their area is inside: the tiling rule), then `ipg-train trees_retinanet --set data.train_annotations=FOLDER`
+(image cropped with PIL; boxes shifted into the window and clipped to it, kept when at least half of their
+area is inside: the trees config's tiling rule, `ipg_keras.data.boxes.crop_boxes`), then `ipg-train trees_retinanet --set data.train_annotations=FOLDER`
 with everything else the config's (schedule, augmentation, evaluation on the whole val plot). Runs resume from
 their checkpoints and finished ones are skipped; curves and metrics are copied to
 `benchmarks/results/trees/data_<part>/` like `benchmarks/trees_recipe.py`'s.
@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, ipg_train  # noqa: E402
+from trees_recipe import KEEP, finished  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "trees" / "train"
 # Windows of the train image as fractions (x1, y1, x2, y2) of its width and height.
@@ -33,7 +34,6 @@ PARTS = {
     "bottom": (0.0, 0.5, 1.0, 1.0),
     "top_left": (0.0, 0.0, 0.5, 0.5),
 }
-KEEP = ("config.yaml", "history.csv", "metrics.json", "training_curves.png")
 
 
 def crop_voc(xml_path: Path, window: tuple[float, float, float, float], out: Path,
@@ -46,8 +46,10 @@ def crop_voc(xml_path: Path, window: tuple[float, float, float, float], out: Pat
     {"window": [x1, y1, x2, y2] pixels, "boxes": kept, "dropped": cut off}.
     Raises FileNotFoundError when the XML's image is not next to it.
     """
+    import numpy as np
     from PIL import Image
 
+    from ipg_keras.data.boxes import crop_boxes
     from ipg_keras.data.pascal_voc import parse_voc_xml
 
     info = parse_voc_xml(xml_path)
@@ -62,22 +64,20 @@ def crop_voc(xml_path: Path, window: tuple[float, float, float, float], out: Pat
         image.crop((x1, y1, x2, y2)).save(out / image_path.name)
     root = ET.parse(xml_path).getroot()
     root.find("size/width").text, root.find("size/height").text = str(x2 - x1), str(y2 - y1)
-    kept = dropped = 0
-    for obj in list(root.iter("object")):
-        box = obj.find("bndbox")
-        bx1, by1, bx2, by2 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
-        cx1, cy1 = min(max(bx1, x1), x2), min(max(by1, y1), y2)
-        cx2, cy2 = min(max(bx2, x1), x2), min(max(by2, y1), y2)
-        area = (bx2 - bx1) * (by2 - by1)
-        if area <= 0 or (cx2 - cx1) * (cy2 - cy1) < min_visible * area:
+    objects = root.findall("object")
+    boxes = np.asarray([[float(o.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+                        for o in objects], np.float32).reshape(-1, 4)
+    # The package's rule for boxes cut by a tile (clip to the window, keep at >= min_visible of the area).
+    cut = crop_boxes({"boxes": boxes, "index": np.arange(len(objects))}, x1, y1, x2 - x1, y2 - y1, min_visible)
+    inside = dict(zip(cut["index"].numpy().tolist(), cut["boxes"].numpy().tolist()))
+    for i, obj in enumerate(objects):
+        if i not in inside:
             root.remove(obj)
-            dropped += 1
             continue
-        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), (cx1 - x1, cy1 - y1, cx2 - x1, cy2 - y1)):
-            box.find(key).text = f"{value:g}"
-        kept += 1
+        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), inside[i]):
+            obj.find(f"bndbox/{key}").text = f"{value:g}"
     ET.ElementTree(root).write(out / xml_path.name)
-    return {"window": [x1, y1, x2, y2], "boxes": kept, "dropped": dropped}
+    return {"window": [x1, y1, x2, y2], "boxes": len(inside), "dropped": len(objects) - len(inside)}
 
 
 def main(argv=None) -> int:
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
                         help="where the finished run's curves and metrics are copied (data_<part>/)")
     parser.add_argument("--prepare-only", action="store_true", help="write the cropped VOC folder, do not train")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="further config overrides (tests use them for a tiny run)")
+                        help="further config overrides of the run")
     args = parser.parse_args(argv)
     (xml_path,) = sorted(Path(args.train).glob("*.xml"))
     name = f"data_{args.part}"
@@ -100,12 +100,9 @@ def main(argv=None) -> int:
     if args.prepare_only:
         return 0
     run = Path(args.out) / name / "run"
-    metrics_path = run / "metrics.json"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        if metrics.get("steps_completed") == metrics.get("total_steps"):
-            print(f"skip {name} (finished)")
-            return 0
+    if finished(run):
+        print(f"skip {name} (finished)")
+        return 0
     code = ipg_train("trees_retinanet", run, [f"data.train_annotations={data}", *args.set])
     if code != 0:
         return code
