@@ -91,7 +91,11 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="further config overrides of the run")
     args = parser.parse_args(argv)
-    (xml_path,) = sorted(Path(args.train).glob("*.xml"))
+    xml_files = sorted(Path(args.train).glob("*.xml"))
+    if len(xml_files) != 1:
+        parser.error(f"--train {args.train}: expected the folder of one VOC-annotated image (one .xml), found "
+                     f"{len(xml_files)}; point --train at the trees train folder")
+    (xml_path,) = xml_files
     name = f"data_{args.part}"
     data = Path(args.out) / name / "train_data"
     part = crop_voc(xml_path, PARTS[args.part], data)

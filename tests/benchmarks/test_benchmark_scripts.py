@@ -468,3 +468,10 @@ def test_trees_data_scaling_crops_the_voc_image_and_trains_on_the_part(tmp_path,
     assert json.loads((tmp_path / "results" / "data_top" / "part.json").read_text())["boxes"] == 2
     assert scaling.main(argv) == 0 and len(calls) == 1  # finished: skipped
     assert "skip data_top (finished)" in capsys.readouterr().out
+    # Bad input is refused with the file and the fix.
+    with pytest.raises(SystemExit):
+        scaling.main(["--part", "top", "--train", str(tmp_path / "results"), "--prepare-only"])
+    assert "expected the folder of one VOC-annotated image (one .xml), found 0" in capsys.readouterr().err
+    (source / "plot.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"plot\.xml: its image .*plot\.png is missing; put it next to the XML"):
+        scaling.crop_voc(source / "plot.xml", scaling.PARTS["top"], tmp_path / "again")
