@@ -8,8 +8,8 @@ Every lever of the recipe family lands at val AP 0.15-0.18 and five models fused
 If so, val AP should fall when the recipe sees less of that plot, and the slope says how much more labelled
 canopy AP 0.20 would take. Each part is a window of the train image written as its own Pascal VOC folder
 (image cropped with PIL; boxes shifted into the window and clipped to it, kept when at least half of their
-area is inside: the trees config's tiling rule, `ipg_keras.data.boxes.crop_boxes`), then `ipg-train trees_retinanet --set data.train_annotations=FOLDER`
-with everything else the config's (schedule, augmentation, evaluation on the whole val plot). Runs resume from
+area is inside: the trees config's tiling rule, `ipg_keras.data.boxes.crop_boxes`), then
+`ipg-train trees_retinanet --set data.train_annotations=FOLDER` with everything else the config's (schedule, augmentation, evaluation on the whole val plot). Runs resume from
 their checkpoints and finished ones are skipped; curves and metrics are copied to
 `benchmarks/results/trees/data_<part>/` like `benchmarks/trees_recipe.py`'s.
 """
@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, ipg_train  # noqa: E402
-from trees_recipe import KEEP, finished  # noqa: E402
+from trees_recipe import finished, keep_results  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "trees" / "train"
 # Windows of the train image as fractions (x1, y1, x2, y2) of its width and height.
@@ -111,10 +110,7 @@ def main(argv=None) -> int:
     if code != 0:
         return code
     keep = Path(args.results) / name
-    keep.mkdir(parents=True, exist_ok=True)
-    for file in KEEP:
-        if (run / file).is_file():
-            shutil.copy2(run / file, keep / file)
+    keep_results(run, keep)
     (keep / "part.json").write_text(json.dumps(part, indent=1) + "\n")
     return 0
 

@@ -94,6 +94,14 @@ def run_variant(name: str, out: Path) -> int:
     return ipg_train(CONFIGS.get(name, CONFIG), out / name, VARIANTS[name])
 
 
+def keep_results(run: Path, keep: Path) -> None:
+    """Copies a finished run's curves and metrics (`KEEP`, not its weights) into `keep`, to be committed."""
+    keep.mkdir(parents=True, exist_ok=True)
+    for file in KEEP:
+        if (run / file).is_file():
+            shutil.copy2(run / file, keep / file)
+
+
 def finished(folder: Path) -> dict | None:
     path = folder / "metrics.json"
     if not path.is_file():
@@ -184,11 +192,7 @@ def main(argv=None) -> int:
         if run_variant(name, out) != 0:
             failed += 1
             continue
-        keep = REPO / "benchmarks" / "results" / "trees" / name
-        keep.mkdir(parents=True, exist_ok=True)
-        for file in KEEP:
-            if (out / name / file).is_file():
-                shutil.copy2(out / name / file, keep / file)
+        keep_results(out / name, REPO / "benchmarks" / "results" / "trees" / name)
     print(table(out))
     return 1 if failed else 0
 
